@@ -1,0 +1,15 @@
+"""mixedarray: mixed random variables on the probability simplex, on every array library.
+
+The mathematics is written once against the Python array API standard and runs unchanged on
+NumPy, CuPy, PyTorch, JAX and array-api-strict arrays, returning the caller's kind of array on
+the caller's device.  Importing ``mixedarray`` imports no array framework.
+"""
+
+from __future__ import annotations
+
+from mixedarray import random
+from mixedarray.projections import entmax, entmax15, softmax, sparsemax
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["__version__", "entmax", "entmax15", "random", "softmax", "sparsemax"]

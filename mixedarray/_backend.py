@@ -1,0 +1,206 @@
+"""Namespace, device and dtype helpers, and the lazy registry of per-framework rules.
+
+Everything framework-specific that the array code needs goes through this module: which
+library an array belongs to, where it lives, which dtype to compute in, whether its values
+may be inspected without a device synchronisation, and which native rule (a custom derivative,
+a fast path) a framework adapter registered for a function.  Importing it imports no
+framework; adapters (``mixedarray.torch``, ``mixedarray.jax``) are imported the first time an
+array of theirs arrives.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import array_api_compat as _compat
+
+__all__ = [
+    "array_namespace",
+    "compute_dtype",
+    "device",
+    "is_floating",
+    "library_name",
+    "lookup_rule",
+    "register_rule",
+    "values_are_checkable",
+]
+
+Array = Any
+
+_LIBRARY_TESTS: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+    ("numpy", _compat.is_numpy_array),
+    ("torch", _compat.is_torch_array),
+    ("jax", _compat.is_jax_array),
+    ("cupy", _compat.is_cupy_array),
+)
+
+
+def library_name(x: Array) -> str:
+    """Name of the array library ``x`` belongs to (``"numpy"``, ``"torch"``, ``"jax"``, ...)."""
+    for name, test in _LIBRARY_TESTS:
+        if test(x):
+            return name
+    module = type(x).__module__.split(".")[0]
+    return module
+
+
+def array_namespace(*arrays: Any) -> ModuleType:
+    """Array-API namespace shared by ``arrays``; Python scalars and ``None`` are ignored.
+
+    Raises
+    ------
+    TypeError
+        If no argument is an array, or the arrays come from different libraries (the message
+        names both).
+    """
+    candidates = [a for a in arrays if a is not None and not isinstance(a, (bool, int, float))]
+    if not candidates:
+        raise TypeError("expected at least one array (NumPy, CuPy, PyTorch, JAX, ...)")
+    libraries = {library_name(a) for a in candidates}
+    if len(libraries) > 1:
+        names = " and ".join(sorted(libraries))
+        raise TypeError(
+            f"arrays from different libraries cannot be mixed: got {names} arrays; "
+            "convert them to one library first"
+        )
+    try:
+        return _compat.array_namespace(*candidates)
+    except TypeError as error:
+        kinds = ", ".join(sorted({type(a).__name__ for a in candidates}))
+        raise TypeError(f"unsupported array type(s): {kinds}") from error
+
+
+def device(x: Array) -> Any:
+    """Device of ``x`` (``"cpu"`` for NumPy)."""
+    return _compat.device(x)
+
+
+def is_floating(xp: ModuleType, dtype: Any) -> bool:
+    """Whether ``dtype`` is a real floating dtype of ``xp`` (float16 and bfloat16 included)."""
+    if xp.isdtype(dtype, "real floating"):
+        return True
+    return "bfloat16" in str(dtype)
+
+
+def compute_dtype(xp: ModuleType, dtype: Any, *, name: str = "input") -> Any:
+    """The dtype to compute in for an input of ``dtype``.
+
+    float32 and float64 stay as they are; float16 and bfloat16 are computed in float32 (and
+    cast back by the caller); integers and booleans use the library's default real floating
+    dtype.  Complex inputs are a ``TypeError`` naming ``name``.
+    """
+    if dtype == xp.float32 or dtype == xp.float64:
+        return dtype
+    if is_floating(xp, dtype):
+        return xp.float32
+    if xp.isdtype(dtype, "integral") or dtype == xp.bool:
+        return xp.__array_namespace_info__().default_dtypes()["real floating"]
+    raise TypeError(f"{name} must be a real array, got dtype {dtype}")
+
+
+def _torch_values_checkable(x: Array) -> bool:
+    import torch
+
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.is_batchedtensor(x):
+        return False
+    return not (functorch is not None and functorch.is_functorch_wrapped_tensor(x)
+                and _torch_wrapped_is_batched(x, functorch))
+
+
+def _torch_wrapped_is_batched(x: Array, functorch: Any) -> bool:
+    # Peel functorch wrappers (grad, jvp) to see whether a vmap level lies underneath.
+    level = 0
+    while functorch.is_functorch_wrapped_tensor(x) and level < 64:
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+        level += 1
+    return functorch.is_batchedtensor(x)
+
+
+def _jax_values_checkable(x: Array) -> bool:
+    import jax
+
+    if isinstance(x, jax.core.Tracer):
+        return False
+    try:
+        return all(d.platform == "cpu" for d in x.devices())
+    except AttributeError:  # pragma: no cover - very old JAX
+        return False
+
+
+def values_are_checkable(*arrays: Array) -> bool:
+    """Whether the values of ``arrays`` can be read without a device sync or a tracer.
+
+    True for NumPy and array-api-strict, for PyTorch tensors on the CPU outside
+    ``torch.compile`` and ``torch.func.vmap``, and for concrete JAX arrays on the CPU (not
+    under ``jit``/``vmap``/``grad`` tracing).  False for CuPy and any accelerator array.
+    """
+    for x in arrays:
+        if x is None or isinstance(x, (bool, int, float)):
+            continue
+        name = library_name(x)
+        if name == "torch":
+            ok = _torch_values_checkable(x)
+        elif name == "jax":
+            ok = _jax_values_checkable(x)
+        else:
+            ok = name in ("numpy", "array_api_strict")
+        if not ok:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry of per-framework rules (custom derivatives, fast paths), filled lazily by adapters.
+
+def _load_torch_adapter() -> None:
+    import mixedarray.torch  # noqa: F401  (registers its rules on import)
+
+
+def _load_jax_adapter() -> None:
+    import mixedarray.jax  # noqa: F401  (registers its rules on import)
+
+
+# Plain import statements rather than importlib, so that a first call traced by torch.compile
+# (which refuses to trace importlib) can still load the adapter.
+_ADAPTERS = {"torch": _load_torch_adapter, "jax": _load_jax_adapter}
+_RULES: dict[tuple[str, str], Callable[..., Any]] = {}
+_LOADED: set[str] = set()
+
+
+def register_rule(library: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn`` as the ``library`` rule for the public function ``name``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _RULES[(library, name)] = fn
+        return fn
+
+    return decorate
+
+
+def lookup_rule(library: str, name: str) -> Callable[..., Any] | None:
+    """The rule registered for ``(library, name)``, importing that library's adapter once.
+
+    The adapter is imported only if the library itself is already imported (an array of it
+    exists), so looking up a rule never imports a framework.
+    """
+    if library not in _LOADED:
+        _LOADED.add(library)
+        load = _ADAPTERS.get(library)
+        if load is not None and library in sys.modules:
+            load()
+    return _RULES.get((library, name))
+
+
+def eager_while_loop(cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any) -> Any:
+    """``while cond(state): state = body(state)`` for eager arrays (one host read per step)."""
+    while bool(cond(state)):
+        state = body(state)
+    return state

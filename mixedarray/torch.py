@@ -1,0 +1,170 @@
+"""PyTorch adapter: ``torch.autograd.Function`` rules for the projections.
+
+Imported lazily by :func:`mixedarray._backend.lookup_rule` the first time a torch tensor
+reaches a projection, so ``import mixedarray`` never imports torch.  Each Function uses
+``setup_context`` and defines ``backward`` (the closed-form VJP of
+:mod:`mixedarray.projections`), ``jvp`` (the same closed form, for forward mode and
+``torch.func.jvp``) and ``vmap`` (the maps already act row-wise, so a vmapped dimension is just
+one more batch dimension), so ``torch.func.grad``/``vmap``/``jvp``/``jacrev`` and double
+backward work.
+
+Forward passes: on CPU tensors, outside ``torch.compile``, sparsemax and 1.5-entmax use the
+compiled sort-free kernels of :mod:`mixedarray._native.cpu_threshold` when Numba is installed;
+everything else uses the standard-API reference, which ``torch.compile`` traces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.torch as xp
+import torch
+
+from mixedarray import projections
+from mixedarray._backend import register_rule
+from mixedarray._native import cpu_threshold
+
+__all__: list[str] = []
+
+
+def _forward(name: str, z: torch.Tensor, alpha: Any = None, n_iter: Any = None) -> torch.Tensor:
+    if (
+        name in ("sparsemax", "entmax15")
+        and z.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and cpu_threshold.available()
+    ):
+        return torch.from_numpy(cpu_threshold.project(name, z.detach().numpy()))
+    return projections.reference(name, xp, z, alpha, n_iter)
+
+
+def _batch_first(x: Any, dim: int | None) -> Any:
+    return x if dim is None or not isinstance(x, torch.Tensor) else x.movedim(dim, 0)
+
+
+def _row_function(name: str, vjp: Any) -> tuple[type, type]:
+    """Autograd Functions for the row map ``name`` with the symmetric Jacobian ``vjp``.
+
+    Two classes: the second adds ``jvp`` (forward mode, ``torch.func.jvp``); the first, used
+    while ``torch.compile`` traces, has none, since Dynamo refuses Functions that define it.
+    """
+
+    class Traceable(torch.autograd.Function):
+        @staticmethod
+        def forward(z: torch.Tensor) -> torch.Tensor:
+            return _forward(name, z)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+            (y,) = ctx.saved_tensors
+            return vjp(y, grad)
+
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple, z: torch.Tensor) -> tuple:
+            return Traceable.apply(_batch_first(z, in_dims[0])), 0
+
+    class WithForwardMode(Traceable):
+        @staticmethod
+        def jvp(ctx: Any, tangent: torch.Tensor) -> torch.Tensor:
+            (y,) = ctx.saved_tensors
+            return vjp(y, tangent)
+
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple, z: torch.Tensor) -> tuple:
+            return WithForwardMode.apply(_batch_first(z, in_dims[0])), 0
+
+    Traceable.__name__ = Traceable.__qualname__ = f"{name}_traceable"
+    WithForwardMode.__name__ = WithForwardMode.__qualname__ = name
+    return Traceable, WithForwardMode
+
+
+_FUNCTIONS = {
+    "sparsemax": _row_function("sparsemax", projections.sparsemax_vjp),
+    "entmax15": _row_function("entmax15", projections.entmax15_vjp),
+}
+
+
+def _apply_row(name: str, z: torch.Tensor) -> torch.Tensor:
+    traceable, eager = _FUNCTIONS[name]
+    return (traceable if torch.compiler.is_compiling() else eager).apply(z)
+
+
+def _reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum ``grad`` over the dimensions that were broadcast from ``shape``."""
+    dims = tuple(i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 and g != 1)
+    return grad.sum(dim=dims, keepdim=True) if dims else grad
+
+
+class _EntmaxTraceable(torch.autograd.Function):
+    """α-entmax with α a tensor of shape ``z.shape[:-1] + (1,)`` (or broadcastable to it)."""
+
+    @staticmethod
+    def forward(z: torch.Tensor, alpha: torch.Tensor, n_iter: int) -> torch.Tensor:
+        return _forward("entmax", z, alpha, n_iter)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        _, alpha, _ = inputs
+        ctx.save_for_backward(output, alpha)
+        ctx.save_for_forward(output, alpha)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        y, alpha = ctx.saved_tensors
+        grad_z = projections.entmax_vjp(y, grad, alpha)
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            rows = (grad * projections.entmax_alpha_jvp(y, alpha)).sum(dim=-1, keepdim=True)
+            grad_alpha = _reduce_to(rows, alpha.shape)
+        return grad_z, grad_alpha, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, z: torch.Tensor, alpha: torch.Tensor, n_iter: int) -> tuple:
+        return _vmap_entmax(_EntmaxTraceable, in_dims, z, alpha, n_iter)
+
+
+class _Entmax(_EntmaxTraceable):
+    @staticmethod
+    def jvp(ctx: Any, tangent_z: Any, tangent_alpha: Any, _: Any) -> torch.Tensor:
+        y, alpha = ctx.saved_tensors
+        out = projections.entmax_jvp(y, tangent_z, alpha) if tangent_z is not None else 0
+        if tangent_alpha is not None:
+            out = out + projections.entmax_alpha_jvp(y, alpha) * tangent_alpha
+        return out
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, z: torch.Tensor, alpha: torch.Tensor, n_iter: int) -> tuple:
+        return _vmap_entmax(_Entmax, in_dims, z, alpha, n_iter)
+
+
+def _vmap_entmax(function: Any, in_dims: tuple, z: Any, alpha: Any, n_iter: int) -> tuple:
+    # The maps act row-wise, so a vmapped dimension is one more batch dimension in front.
+    z_dim, alpha_dim, _ = in_dims
+    z = _batch_first(z, z_dim)
+    alpha = alpha.unsqueeze(0) if alpha_dim is None else _batch_first(alpha, alpha_dim)
+    if z_dim is None:
+        z = z.expand(alpha.shape[0], *z.shape)
+    return function.apply(z, alpha, n_iter), 0
+
+
+@register_rule("torch", "sparsemax")
+def sparsemax(z: torch.Tensor, alpha: Any, n_iter: Any) -> torch.Tensor:
+    return _apply_row("sparsemax", z)
+
+
+@register_rule("torch", "entmax15")
+def entmax15(z: torch.Tensor, alpha: Any, n_iter: Any) -> torch.Tensor:
+    return _apply_row("entmax15", z)
+
+
+@register_rule("torch", "entmax")
+def entmax(z: torch.Tensor, alpha: Any, n_iter: int) -> torch.Tensor:
+    if isinstance(alpha, float):
+        alpha = torch.full((1,) * z.ndim, alpha, dtype=z.dtype, device=z.device)
+    function = _EntmaxTraceable if torch.compiler.is_compiling() else _Entmax
+    return function.apply(z, alpha, n_iter)
