@@ -21,6 +21,7 @@ __all__ = [
     "array_namespace",
     "compute_dtype",
     "device",
+    "host_float",
     "is_floating",
     "library_name",
     "lookup_rule",
@@ -101,6 +102,12 @@ def compute_dtype(xp: ModuleType, dtype: Any, *, name: str = "input") -> Any:
     raise TypeError(f"{name} must be a real array, got dtype {dtype}")
 
 
+def host_float(x: Array) -> float:
+    """The value of the 0-d array ``x`` as a Python float (a host read; detached on torch)."""
+    detach = getattr(x, "detach", None)
+    return float(detach() if callable(detach) and library_name(x) == "torch" else x)
+
+
 def _torch_values_checkable(x: Array) -> bool:
     import torch
 
@@ -109,8 +116,11 @@ def _torch_values_checkable(x: Array) -> bool:
     functorch = getattr(torch._C, "_functorch", None)
     if functorch is not None and functorch.is_batchedtensor(x):
         return False
-    return not (functorch is not None and functorch.is_functorch_wrapped_tensor(x)
-                and _torch_wrapped_is_batched(x, functorch))
+    return not (
+        functorch is not None
+        and functorch.is_functorch_wrapped_tensor(x)
+        and _torch_wrapped_is_batched(x, functorch)
+    )
 
 
 def _torch_wrapped_is_batched(x: Array, functorch: Any) -> bool:
@@ -159,6 +169,7 @@ def values_are_checkable(*arrays: Array) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Registry of per-framework rules (custom derivatives, fast paths), filled lazily by adapters.
+
 
 def _load_torch_adapter() -> None:
     import mixedarray.torch  # noqa: F401  (registers its rules on import)

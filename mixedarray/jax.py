@@ -72,5 +72,5 @@ def entmax15(z: jax.Array, alpha: Any, n_iter: Any) -> jax.Array:
 @register_rule("jax", "entmax")
 def entmax(z: jax.Array, alpha: Any, n_iter: int) -> jax.Array:
     if isinstance(alpha, float):
-        alpha = jnp.full(z.shape[:-1] + (1,), alpha, dtype=z.dtype)
-    return _entmax(z, jnp.broadcast_to(alpha, z.shape[:-1] + (1,)), n_iter)
+        alpha = jnp.full((*z.shape[:-1], 1), alpha, dtype=z.dtype)
+    return _entmax(z, jnp.broadcast_to(alpha, (*z.shape[:-1], 1)), n_iter)

@@ -63,7 +63,8 @@ def sparsemax(z: Array, axis: int = -1, *, validate_args: bool | None = None) ->
 
     Solves :math:`\operatorname{argmin}_{y \in \Delta} \lVert y - z \rVert^2`, whose solution is
     :math:`y = [z - \tau]_+` with :math:`\tau = (\sum_{j \le k^*} z_{(j)} - 1)/k^*`, where
-    :math:`z_{(1)} \ge z_{(2)} \ge \dots` and :math:`k^* = \#\{k : 1 + k z_{(k)} > \sum_{j \le k} z_{(j)}\}`.
+    :math:`z_{(1)} \ge z_{(2)} \ge \dots` and
+    :math:`k^* = \#\{k : 1 + k z_{(k)} > \sum_{j \le k} z_{(j)}\}`.
     Equivalently :math:`\tau = \max_k (\sum_{j \le k} z_{(j)} - 1)/k`.
 
     Parameters
@@ -156,7 +157,7 @@ def softmax(z: Array, axis: int = -1, *, validate_args: bool | None = None) -> A
 
 
 def _along(xp: Any, fn: Any, axis: int, *arrays: Array) -> Array:
-    """``fn(xp, *arrays)`` computed along the last axis, for arrays whose simplex axis is ``axis``."""
+    """``fn(xp, *arrays)`` along the last axis, for arrays whose simplex axis is ``axis``."""
     if axis in (-1, len(arrays[0].shape) - 1):
         return fn(xp, *arrays)
     moved = [xp.moveaxis(a, axis, -1) for a in arrays]
@@ -358,7 +359,9 @@ def threshold_newton(xp: Any, name: str, z: Array, while_loop: Any) -> Array:
             count = xp.sum(xp.astype(inside, x.dtype), axis=-1, keepdims=True)
             s1 = xp.sum(xp.where(inside, gap, zero), axis=-1, keepdims=True)
             s2 = xp.sum(xp.where(inside, gap * gap, zero), axis=-1, keepdims=True)
-            lowest = xp.min(xp.where(inside, gap, xp.full_like(x, math.inf)), axis=-1, keepdims=True)
+            lowest = xp.min(
+                xp.where(inside, gap, xp.full_like(x, math.inf)), axis=-1, keepdims=True
+            )
             disc = s1 * s1 - count * (s2 - 1)
             delta = (s1 - xp.sqrt(xp.clip(disc, min=0.0))) / count
             exact = (disc >= 0) & (lowest >= delta)
@@ -406,12 +409,15 @@ def _check_axis(z: Array, axis: Any) -> int:
 
 
 def _check_finite_rows(xp: Any, z: Array) -> None:
+    # Row maxima propagate NaN, so two host reads of the extreme row maxima cover NaN, +inf
+    # and all -inf rows at the cost of one pass over z.
     top = xp.max(z, axis=-1)
-    if not bool(xp.all(xp.isfinite(top))):
-        if bool(xp.any(xp.isnan(top))):
-            raise ValueError("z contains NaN")
-        if bool(xp.any(top == math.inf)):
-            raise ValueError("z contains +inf; scores must be finite or -inf (masked)")
+    highest, lowest = _backend.host_float(xp.max(top)), _backend.host_float(xp.min(top))
+    if math.isnan(highest) or math.isnan(lowest):
+        raise ValueError("z contains NaN")
+    if highest == math.inf:
+        raise ValueError("z contains +inf; scores must be finite or -inf (masked)")
+    if lowest == -math.inf:
         raise ValueError(
             "z has a row whose entries are all -inf: no point of the simplex is allowed; "
             "unmask at least one entry (with validate_args=False such rows give the uniform vector)"

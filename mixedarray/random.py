@@ -374,8 +374,10 @@ def _generator(rng: RNG, lib: _Library, like: Array) -> RNG:
 
 def _shape(shape: Shape, name: str = "shape") -> tuple[int, ...]:
     try:
-        dims = (operator.index(shape),) if not isinstance(shape, Sequence) else tuple(
-            operator.index(s) for s in shape
+        dims = (
+            (operator.index(shape),)
+            if not isinstance(shape, Sequence)
+            else tuple(operator.index(s) for s in shape)
         )
     except TypeError:
         raise TypeError(f"{name} must be an int or a sequence of ints, got {shape!r}") from None
@@ -385,15 +387,12 @@ def _shape(shape: Shape, name: str = "shape") -> tuple[int, ...]:
 
 
 def _broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """``broadcast(shape=a, concentration.shape=b)`` by the array API's broadcasting rules."""
     n = max(len(a), len(b))
-    a = (1,) * (n - len(a)) + a
-    b = (1,) * (n - len(b)) + b
     out = []
-    for x, y in zip(a, b, strict=True):
+    for x, y in zip((1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b, strict=True):
         if x != y and 1 not in (x, y):
-            raise ValueError(
-                f"shape {a} cannot be broadcast with concentration.shape {b}"
-            )
+            raise ValueError(f"shape {a} cannot be broadcast with concentration.shape {b}")
         out.append(y if x == 1 else x)
     return tuple(out)
 

@@ -96,7 +96,9 @@ def _apply_row(name: str, z: torch.Tensor) -> torch.Tensor:
 
 def _reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Sum ``grad`` over the dimensions that were broadcast from ``shape``."""
-    dims = tuple(i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 and g != 1)
+    dims = tuple(
+        i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 and g != 1
+    )
     return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 

@@ -1,0 +1,25 @@
+"""Command line: ``python -m mixedarray demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mixedarray", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="show what the library does on every installed array library"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the example scores")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from mixedarray._demo import run
+
+        run(seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
