@@ -179,9 +179,19 @@ def _load_jax_adapter() -> None:
     import mixedarray.jax  # noqa: F401  (registers its rules on import)
 
 
+def _load_numpy_fast_paths() -> None:
+    from mixedarray._native import cpu_threshold
+
+    cpu_threshold.register_numpy_rules()
+
+
 # Plain import statements rather than importlib, so that a first call traced by torch.compile
 # (which refuses to trace importlib) can still load the adapter.
-_ADAPTERS = {"torch": _load_torch_adapter, "jax": _load_jax_adapter}
+_ADAPTERS = {
+    "numpy": _load_numpy_fast_paths,
+    "torch": _load_torch_adapter,
+    "jax": _load_jax_adapter,
+}
 _RULES: dict[tuple[str, str], Callable[..., Any]] = {}
 _LOADED: set[str] = set()
 

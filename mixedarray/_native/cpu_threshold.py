@@ -41,6 +41,34 @@ def _kernels() -> ModuleType | None:
     return threshold_kernels
 
 
+def register_numpy_rules() -> None:
+    """Make the kernels the NumPy rules of ``sparsemax`` and ``entmax15`` (if Numba is here)."""
+    if not available():
+        return
+    from mixedarray._backend import register_rule
+
+    for name in ("sparsemax", "entmax15"):
+        register_rule("numpy", name)(functools.partial(_numpy_rule, name))
+
+
+def _numpy_rule(name: str, x: np.ndarray, alpha: object, n_iter: object) -> np.ndarray:
+    return project(name, x)
+
+
+def vjp(name: str, y: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """The closed-form VJP of ``name`` at the output ``y`` (see ``projections.entmax_jvp``)."""
+    kernels = _kernels()
+    if kernels is None:  # pragma: no cover
+        raise RuntimeError("numba is not installed")
+    shape = y.shape
+    rows = np.ascontiguousarray(y.reshape(-1, shape[-1]))
+    grads = np.ascontiguousarray(np.broadcast_to(grad, shape).reshape(-1, shape[-1]))
+    out = np.empty(rows.shape, dtype=np.result_type(rows, grads))
+    chunks = min(rows.shape[0], 8 * kernels.numba.get_num_threads())
+    kernels.weighted_projection_parallel(rows, grads, out, name == "entmax15", max(chunks, 1))
+    return out.reshape(shape)
+
+
 def available() -> bool:
     """Whether Numba is installed, so the compiled kernels can be used."""
     return _kernels() is not None

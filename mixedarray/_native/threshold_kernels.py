@@ -22,17 +22,18 @@ def _uniform(out):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _gather(x, buf, scale):
-    # One pass: the running max and the entries with scale*x > scale*(running max) - 1.
+    # One pass: the running max, and into buf the entries with scale·(x - running max) > -1
+    # (differences, so huge scores lose no precision).  Returns (max, count).
     top = x[0]
     n = 0
     for i in range(x.shape[0]):
         v = x[i]
-        if scale * v > scale * top - 1.0:
-            buf[n] = scale * v
+        if scale * (v - top) > -1.0:
+            buf[n] = v
             n += 1
             if v > top:
                 top = v
-    return scale * top, n
+    return top, n
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -42,15 +43,16 @@ def sparsemax_row(x, out, buf):
     if top == -math.inf:
         _uniform(out)
         return
-    tau = top - 1.0
+    # Relative to the maximum: the threshold is top + tau.
+    tau = -1.0
     previous = -1
     for _ in range(_MAX_NEWTON):
         k = 0
         total = 0.0
         for j in range(n):
-            v = buf[j]
+            v = buf[j] - top
             if v > tau:
-                buf[k] = v
+                buf[k] = buf[j]
                 k += 1
                 total += v
         n = k
@@ -59,7 +61,7 @@ def sparsemax_row(x, out, buf):
         previous = k
         tau = (total - 1.0) / k
     for i in range(x.shape[0]):
-        d = x[i] - tau
+        d = (x[i] - top) - tau
         out[i] = d if d > 0.0 else 0.0
 
 
@@ -70,14 +72,15 @@ def entmax15_row(x, out, buf):
     if top == -math.inf:
         _uniform(out)
         return
-    tau = top - 1.0
+    # Relative to the maximum of x = z/2: the threshold is top/2 + tau.
+    tau = -1.0
     for _ in range(_MAX_NEWTON):
         k = 0
         s1 = 0.0
         s2 = 0.0
         lowest = math.inf
         for j in range(n):
-            d = buf[j] - tau
+            d = 0.5 * (buf[j] - top) - tau
             if d > 0.0:
                 buf[k] = buf[j]
                 k += 1
@@ -94,7 +97,7 @@ def entmax15_row(x, out, buf):
                 break
         tau += (s2 - 1.0) / (2.0 * s1)
     for i in range(x.shape[0]):
-        d = 0.5 * x[i] - tau
+        d = 0.5 * (x[i] - top) - tau
         out[i] = d * d if d > 0.0 else 0.0
 
 
@@ -128,3 +131,25 @@ def entmax15_parallel(x, out, chunks):
         buf = np.empty(x.shape[1], dtype=np.float64)
         for b in range(c * size // chunks, (c + 1) * size // chunks):
             entmax15_row(x[b], out[b], buf)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def weighted_projection_parallel(y, g, out, root, chunks):
+    """Row-wise ``s ⊙ g − s (sᵀg)/Σs``: s = 1[y > 0] (``root`` False) or √y (``root`` True)."""
+    size, width = y.shape
+    for c in numba.prange(chunks):
+        for b in range(c * size // chunks, (c + 1) * size // chunks):
+            total = 0.0
+            dot = 0.0
+            for i in range(width):
+                if y[b, i] > 0.0:
+                    s = math.sqrt(y[b, i]) if root else 1.0
+                    total += s
+                    dot += s * g[b, i]
+            ratio = dot / total
+            for i in range(width):
+                if y[b, i] > 0.0:
+                    s = math.sqrt(y[b, i]) if root else 1.0
+                    out[b, i] = s * (g[b, i] - ratio)
+                else:
+                    out[b, i] = 0.0

@@ -1,0 +1,129 @@
+"""Tests of the backend layer: namespaces, dtypes, value-check policy, rule registry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mixedarray import _backend, projections
+from mixedarray._native import cpu_threshold
+from tests.helpers import from_numpy, library_of, to_numpy
+
+
+def test_namespace_is_the_callers(backend):
+    xp, _ = backend
+    x = from_numpy(backend, np.ones(3))
+    assert _backend.array_namespace(x, None, 2.0) is _backend.array_namespace(x)
+    assert _backend.library_name(x) == library_of(backend)
+    assert _backend.device(x) == _backend.device(xp.ones(1, device=backend[1]))
+
+
+def test_mixing_libraries_names_both():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="numpy and torch"):
+        _backend.array_namespace(np.ones(2), torch.ones(2))
+
+
+def test_no_array_is_a_type_error():
+    with pytest.raises(TypeError, match="at least one array"):
+        _backend.array_namespace(1.0, None)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [("float64", "float64"), ("float32", "float32"), ("float16", "float32"), ("int64", None)],
+)
+def test_compute_dtype(cpu_backend, dtype, expected):
+    xp, _ = cpu_backend
+    if not hasattr(xp, dtype):
+        pytest.skip(f"{xp.__name__} has no {dtype}")
+    default = xp.__array_namespace_info__().default_dtypes()["real floating"]
+    got = _backend.compute_dtype(xp, getattr(xp, dtype))
+    assert got == (getattr(xp, expected) if expected else default)
+
+
+def test_compute_dtype_rejects_complex():
+    import array_api_compat.numpy as xp
+
+    with pytest.raises(TypeError, match="z must be a real array"):
+        _backend.compute_dtype(xp, xp.complex128, name="z")
+
+
+def test_values_checkable_policy(backend):
+    x = from_numpy(backend, np.ones(2))
+    on_cpu = library_of(backend) in ("numpy", "array_api_strict") or "cpu" in str(
+        _backend.device(x)
+    ).lower()
+    assert _backend.values_are_checkable(x) == (on_cpu and library_of(backend) != "cupy")
+
+
+def test_values_not_checkable_under_tracing():
+    jax = pytest.importorskip("jax")
+    torch = pytest.importorskip("torch")
+    seen = []
+    jax.jit(lambda x: seen.append(_backend.values_are_checkable(x)) or x)(jax.numpy.ones(2))
+    torch.func.vmap(lambda x: seen.append(_backend.values_are_checkable(x)) or x)(torch.ones(3, 2))
+    torch.func.grad(lambda x: seen.append(_backend.values_are_checkable(x)) or x.sum())(
+        torch.ones(2)
+    )
+    assert seen == [False, False, True]
+
+
+def test_host_float_detaches_torch():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(2.5, requires_grad=True)
+    assert _backend.host_float(x * 2) == 5.0
+    assert _backend.host_float(np.float32(1.5)) == 1.5
+
+
+def test_rule_registry_is_lazy_and_keyed_by_library():
+    assert _backend.lookup_rule("array_api_strict", "sparsemax") is None
+    assert _backend.lookup_rule("nonexistent-library", "sparsemax") is None
+
+    @_backend.register_rule("test-library", "f")
+    def rule():
+        return 1
+
+    assert _backend.lookup_rule("test-library", "f") is rule
+
+
+def test_eager_while_loop_runs_until_condition_fails():
+    state = _backend.eager_while_loop(lambda s: s[0] < 5, lambda s: (s[0] + 1, s[1] * 2), (0, 1))
+    assert state == (5, 32)
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_cpu_fast_path_is_taken_for_numpy_and_torch(monkeypatch, name):
+    if not cpu_threshold.available():
+        pytest.skip("numba is not installed: the CPU fast path is absent")
+    calls = []
+    original = cpu_threshold.project
+
+    def spy(kind, x):
+        calls.append(kind)
+        return original(kind, x)
+
+    monkeypatch.setattr(cpu_threshold, "project", spy)
+    z = np.random.default_rng(0).standard_normal((3, 5))
+    y = getattr(projections, name)(z)
+    assert calls == [name]
+    torch = pytest.importorskip("torch")
+    y_torch = getattr(projections, name)(torch.from_numpy(z))
+    assert calls == [name, name]
+    np.testing.assert_allclose(to_numpy(y_torch), y, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15"])
+def test_newton_eager_equals_reference(cpu_backend, name):
+    xp, _ = cpu_backend
+    rng = np.random.default_rng(1)
+    for scale in (1e-3, 1.0, 30.0):
+        z = scale * rng.standard_normal((6, 40))
+        z[0, :3] = -math.inf
+        x = from_numpy(cpu_backend, z)
+        fast = projections.threshold_newton(xp, name, x, _backend.eager_while_loop)
+        slow = projections.reference(name, xp, x)
+        assert np.array_equal(to_numpy(fast) > 0, to_numpy(slow) > 0)
+        np.testing.assert_allclose(to_numpy(fast), to_numpy(slow), atol=1e-12)
