@@ -225,3 +225,10 @@ def eager_while_loop(cond: Callable[[Any], Any], body: Callable[[Any], Any], sta
     while bool(cond(state)):
         state = body(state)
     return state
+
+
+def eager_repeat(n: int, step: Callable[[Any], Any], state: Any) -> Any:
+    """``state = step(state)`` ``n`` times (a Python loop)."""
+    for _ in range(n):
+        state = step(state)
+    return state

@@ -22,9 +22,26 @@ from mixedarray._backend import register_rule
 __all__: list[str] = []
 
 
+def _repeat(n: int, step: Any, state: Any) -> Any:
+    return jax.lax.fori_loop(0, n, lambda _, s: step(s), state)
+
+
+# Jitted once at module level: eager calls reuse the compiled loop instead of re-tracing the
+# while/fori loops (whose bodies are fresh closures) on every call; inside an outer jit they
+# are inlined.
+_newton = jax.jit(
+    lambda z, name: projections.threshold_newton(jnp, name, z, jax.lax.while_loop),
+    static_argnums=1,
+)
+_bisect = jax.jit(
+    lambda z, alpha, n_iter: projections.entmax_bisect_reference(jnp, z, alpha, n_iter, _repeat),
+    static_argnums=2,
+)
+
+
 @jax.custom_jvp
 def _sparsemax(z: jax.Array) -> jax.Array:
-    return projections.threshold_newton(jnp, "sparsemax", z, jax.lax.while_loop)
+    return _newton(z, "sparsemax")
 
 
 @_sparsemax.defjvp
@@ -36,7 +53,7 @@ def _sparsemax_jvp(primals: tuple, tangents: tuple) -> tuple:
 
 @jax.custom_jvp
 def _entmax15(z: jax.Array) -> jax.Array:
-    return projections.threshold_newton(jnp, "entmax15", z, jax.lax.while_loop)
+    return _newton(z, "entmax15")
 
 
 @_entmax15.defjvp
@@ -48,7 +65,7 @@ def _entmax15_jvp(primals: tuple, tangents: tuple) -> tuple:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _entmax(z: jax.Array, alpha: jax.Array, n_iter: int) -> jax.Array:
-    return projections.reference("entmax", jnp, z, alpha, n_iter)
+    return _bisect(z, alpha, n_iter)
 
 
 @_entmax.defjvp

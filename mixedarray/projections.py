@@ -307,19 +307,27 @@ def default_n_iter(xp: Any, dtype: Any) -> int:
     return 60 if dtype == xp.float64 else 32
 
 
-def entmax_bisect_reference(xp: Any, z: Array, alpha: Any, n_iter: int) -> Array:
-    """α-entmax on the last axis by ``n_iter`` bisection steps on τ (then renormalised)."""
+def entmax_bisect_reference(
+    xp: Any, z: Array, alpha: Any, n_iter: int, repeat: Any = None
+) -> Array:
+    """α-entmax on the last axis by ``n_iter`` bisection steps on τ (then renormalised).
+
+    ``repeat(n, step, state)`` applies ``step`` n times (``jax.lax.fori_loop`` under JAX, so
+    ``jit`` does not unroll the loop); ``None`` is a Python loop.
+    """
     x = _shifted(xp, z, alpha - 1)
     power = 1 / (alpha - 1)
     size = x.shape[-1]
     low = -xp.ones_like(x[..., :1])
     high = -((size * xp.ones_like(low)) ** (1 - alpha)) if size > 1 else xp.zeros_like(low)
-    for _ in range(n_iter):
+
+    def halve(bounds: tuple) -> tuple:
+        low, high = bounds
         mid = (low + high) / 2
-        mass = xp.sum(xp.clip(x - mid, min=0.0) ** power, axis=-1, keepdims=True)
-        above = mass >= 1
-        low = xp.where(above, mid, low)
-        high = xp.where(above, high, mid)
+        above = xp.sum(xp.clip(x - mid, min=0.0) ** power, axis=-1, keepdims=True) >= 1
+        return xp.where(above, mid, low), xp.where(above, high, mid)
+
+    low, high = (repeat or _backend.eager_repeat)(n_iter, halve, (low, high))
     y = xp.clip(x - low, min=0.0) ** power
     return y / xp.sum(y, axis=-1, keepdims=True)
 
@@ -409,10 +417,12 @@ def _check_axis(z: Array, axis: Any) -> int:
 
 
 def _check_finite_rows(xp: Any, z: Array) -> None:
-    # Row maxima propagate NaN, so one host read of "all row maxima finite" tells whether any
-    # row has NaN, +inf or only -inf; the details are looked up only on failure.
+    # Maxima propagate NaN, so the largest and smallest row maxima tell whether any row has
+    # NaN, +inf or only -inf (two scalar host reads); details are looked up only on failure.
     top = xp.max(z, axis=-1)
-    if bool(xp.all(xp.isfinite(top))):
+    if math.isfinite(_backend.host_float(xp.max(top))) and math.isfinite(
+        _backend.host_float(xp.min(top))
+    ):
         return
     if bool(xp.any(xp.isnan(top))):
         raise ValueError("z contains NaN")

@@ -6,7 +6,10 @@ reaches a projection, so ``import mixedarray`` never imports torch.  Each Functi
 :mod:`mixedarray.projections`), ``jvp`` (the same closed form, for forward mode and
 ``torch.func.jvp``) and ``vmap`` (the maps already act row-wise, so a vmapped dimension is just
 one more batch dimension), so ``torch.func.grad``/``vmap``/``jvp``/``jacrev`` and double
-backward work.
+backward work.  Known upstream limitation: ``torch.func.jacfwd(torch.func.jacfwd(f))``
+(forward over forward) through any ``autograd.Function`` drops second-order terms
+(pytorch/pytorch#197867); use ``torch.func.hessian`` (forward over reverse) or reverse over
+reverse, which are exact.
 
 Forward passes: on CPU tensors, outside ``torch.compile``, sparsemax and 1.5-entmax use the
 compiled sort-free kernels of :mod:`mixedarray._native.cpu_threshold` when Numba is installed;
