@@ -210,6 +210,13 @@ def entmax15_jvp(y: Array, v: Array, axis: int = -1) -> Array:
 entmax15_vjp = entmax15_jvp
 
 
+def _pad_alpha(xp: Any, alpha: Any, y: Array) -> Any:
+    """An α array with fewer dimensions than ``y`` gets leading axes (broadcasting rule)."""
+    if isinstance(alpha, (int, float)) or len(alpha.shape) == len(y.shape):
+        return alpha
+    return xp.reshape(alpha, (1,) * (len(y.shape) - len(alpha.shape)) + tuple(alpha.shape))
+
+
 def entmax_jvp(y: Array, v: Array, alpha: float | Array, axis: int = -1) -> Array:
     r"""JVP (= VJP) of α-entmax w.r.t. the scores, at the output ``y``.
 
@@ -217,6 +224,7 @@ def entmax_jvp(y: Array, v: Array, alpha: float | Array, axis: int = -1) -> Arra
     (0 off it).  ``alpha`` broadcasts against ``y`` with size 1 along ``axis``.
     """
     xp = array_namespace(y, v, alpha)
+    alpha = _pad_alpha(xp, alpha, y)
 
     def tangent(xp: Any, y: Array, v: Array, alpha: Any) -> Array:
         return _weighted_projection(xp, _entmax_weights(xp, y, alpha), v)
@@ -238,6 +246,7 @@ def entmax_alpha_jvp(y: Array, alpha: float | Array, axis: int = -1) -> Array:
     ``axis``.
     """
     xp = array_namespace(y, alpha)
+    alpha = _pad_alpha(xp, alpha, y)
 
     def derivative(xp: Any, y: Array, alpha: Any) -> Array:
         support, safe = _safe_support(xp, y)
@@ -271,11 +280,23 @@ def _shifted(xp: Any, z: Array, scale: Any = 1.0) -> Array:
 
     With ``scale = α - 1`` every entry with ``x_i ≤ -1`` is outside the support (the threshold
     is at least ``max x - 1``), so clamping them changes nothing but removes ``-inf`` (no
-    ``-inf - -inf``).  A row of all ``-inf`` becomes constant (the uniform limit).
+    ``-inf - -inf``).  A row of all ``-inf`` becomes all zeros (the uniform limit).
     """
     top = xp.max(z, axis=-1, keepdims=True)
-    top = xp.where(top == -math.inf, xp.zeros_like(top), top)
-    return xp.clip((z - top) * scale, min=-2.0)
+    masked = top == -math.inf
+    x = xp.clip((z - xp.where(masked, xp.zeros_like(top), top)) * scale, min=-2.0)
+    return xp.where(masked, xp.zeros_like(x), x)
+
+
+def _positive_part(xp: Any, gap: Array) -> Array:
+    """``[gap]_+`` with gaps within rounding of 0 (``≤ 4 eps``) set to exactly 0.
+
+    ``gap = x − τ`` is computed with x's maximum at 0 and τ ∈ [−1, 0], so its rounding error is
+    a few eps; entries tied with the threshold must land on the face's boundary (exactly 0),
+    not on rounding-level mass.  What this drops is below the output's resolution.
+    """
+    tolerance = 4 * xp.finfo(gap.dtype).eps
+    return xp.where(gap > tolerance, gap, xp.zeros_like(gap))
 
 
 def sparsemax_reference(xp: Any, z: Array) -> Array:
@@ -284,7 +305,7 @@ def sparsemax_reference(xp: Any, z: Array) -> Array:
     k = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=_backend.device(x))
     cumulative = xp.cumulative_sum(xp.sort(x, axis=-1, descending=True), axis=-1)
     tau = xp.max((cumulative - 1) / k, axis=-1, keepdims=True)
-    return xp.clip(x - tau, min=0.0)
+    return _positive_part(xp, x - tau)
 
 
 def entmax15_reference(xp: Any, z: Array) -> Array:
@@ -298,7 +319,7 @@ def entmax15_reference(xp: Any, z: Array) -> Array:
     tau_k = mean - xp.sqrt(xp.clip((1 - spread) / k, min=0.0))
     count = xp.sum(xp.astype(tau_k <= ordered, x.dtype), axis=-1, keepdims=True)
     tau = xp.sum(xp.where(k == count, tau_k, xp.zeros_like(tau_k)), axis=-1, keepdims=True)
-    y = xp.clip(x - tau, min=0.0)
+    y = _positive_part(xp, x - tau)
     return y * y
 
 
@@ -382,7 +403,7 @@ def threshold_newton(xp: Any, name: str, z: Array, while_loop: Any) -> Array:
         return ~xp.all(state[-2]) & (state[-1] < _MAX_NEWTON_STEPS)
 
     tau = while_loop(cond, body, state)[0]
-    y = xp.clip(x - tau, min=0.0)
+    y = _positive_part(xp, x - tau)
     return y if name == "sparsemax" else y * y
 
 

@@ -82,9 +82,10 @@ def project(name: str, x: np.ndarray) -> np.ndarray:
     shape = x.shape
     rows = np.ascontiguousarray(x.reshape(-1, shape[-1]))
     out = np.empty_like(rows)
+    tolerance = 4 * float(np.finfo(rows.dtype).eps)  # ties with τ give exact zeros
     if rows.size >= _PARALLEL_MIN_SIZE and rows.shape[0] > 1:
         chunks = min(rows.shape[0], 8 * kernels.numba.get_num_threads())
-        getattr(kernels, f"{name}_parallel")(rows, out, chunks)
+        getattr(kernels, f"{name}_parallel")(rows, out, tolerance, chunks)
     else:
-        getattr(kernels, f"{name}_serial")(rows, out)
+        getattr(kernels, f"{name}_serial")(rows, out, tolerance)
     return out.reshape(shape)

@@ -37,8 +37,11 @@ def _gather(x, buf, scale):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def sparsemax_row(x, out, buf):
-    """Sparsemax of one row ``x`` into ``out`` (``buf``: float64 scratch of the row's size)."""
+def sparsemax_row(x, out, buf, tol):
+    """Sparsemax of one row ``x`` into ``out`` (``buf``: float64 scratch of the row's size).
+
+    Gaps ``x − τ ≤ tol`` (rounding level: ties with the threshold) give exactly 0.
+    """
     top, n = _gather(x, buf, 1.0)
     if top == -math.inf:
         _uniform(out)
@@ -62,12 +65,12 @@ def sparsemax_row(x, out, buf):
         tau = (total - 1.0) / k
     for i in range(x.shape[0]):
         d = (x[i] - top) - tau
-        out[i] = d if d > 0.0 else 0.0
+        out[i] = d if d > tol else 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def entmax15_row(x, out, buf):
-    """1.5-entmax of one row ``x`` into ``out`` (``buf``: float64 scratch of the row's size)."""
+def entmax15_row(x, out, buf, tol):
+    """1.5-entmax of one row ``x`` into ``out`` (``buf`` and ``tol`` as in sparsemax_row)."""
     top, n = _gather(x, buf, 0.5)
     if top == -math.inf:
         _uniform(out)
@@ -98,39 +101,39 @@ def entmax15_row(x, out, buf):
         tau += (s2 - 1.0) / (2.0 * s1)
     for i in range(x.shape[0]):
         d = 0.5 * (x[i] - top) - tau
-        out[i] = d * d if d > 0.0 else 0.0
+        out[i] = d * d if d > tol else 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def sparsemax_serial(x, out):
+def sparsemax_serial(x, out, tol):
     buf = np.empty(x.shape[1], dtype=np.float64)
     for b in range(x.shape[0]):
-        sparsemax_row(x[b], out[b], buf)
+        sparsemax_row(x[b], out[b], buf, tol)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def entmax15_serial(x, out):
+def entmax15_serial(x, out, tol):
     buf = np.empty(x.shape[1], dtype=np.float64)
     for b in range(x.shape[0]):
-        entmax15_row(x[b], out[b], buf)
+        entmax15_row(x[b], out[b], buf, tol)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def sparsemax_parallel(x, out, chunks):
+def sparsemax_parallel(x, out, tol, chunks):
     size = x.shape[0]
     for c in numba.prange(chunks):
         buf = np.empty(x.shape[1], dtype=np.float64)
         for b in range(c * size // chunks, (c + 1) * size // chunks):
-            sparsemax_row(x[b], out[b], buf)
+            sparsemax_row(x[b], out[b], buf, tol)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def entmax15_parallel(x, out, chunks):
+def entmax15_parallel(x, out, tol, chunks):
     size = x.shape[0]
     for c in numba.prange(chunks):
         buf = np.empty(x.shape[1], dtype=np.float64)
         for b in range(c * size // chunks, (c + 1) * size // chunks):
-            entmax15_row(x[b], out[b], buf)
+            entmax15_row(x[b], out[b], buf, tol)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
