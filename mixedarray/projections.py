@@ -157,7 +157,16 @@ def softmax(z: Array, axis: int = -1, *, validate_args: bool | None = None) -> A
 
 
 def _along(xp: Any, fn: Any, axis: int, *arrays: Array) -> Array:
-    """``fn(xp, *arrays)`` along the last axis, for arrays whose simplex axis is ``axis``."""
+    """``fn(xp, *arrays)`` along the last axis, for arrays whose simplex axis is ``axis``.
+
+    Integer or boolean arrays are promoted to the library's default floating dtype first.
+    """
+    arrays = tuple(
+        a
+        if _backend.is_floating(xp, a.dtype)
+        else xp.astype(a, _backend.compute_dtype(xp, a.dtype))
+        for a in arrays
+    )
     if axis in (-1, len(arrays[0].shape) - 1):
         return fn(xp, *arrays)
     moved = [xp.moveaxis(a, axis, -1) for a in arrays]
@@ -309,16 +318,27 @@ def sparsemax_reference(xp: Any, z: Array) -> Array:
 
 
 def entmax15_reference(xp: Any, z: Array) -> Array:
-    """Exact sort-based 1.5-entmax on the last axis."""
+    """Exact sort-based 1.5-entmax on the last axis.
+
+    With x sorted decreasingly, entry k is in the support iff ``Σ_{j≤k} (x_(j) − x_(k))² < 1``
+    (``f`` at ``x_(k)`` is still positive), which counts the support size k* from cumulative
+    sums; the threshold then comes from two-pass sums over the support (mean M, spread S),
+    ``τ = M − √((1 − S)/k*)``, without the cancellation of ``Σx² − k M²`` in float32.
+    """
     x = _shifted(xp, z, 0.5)
     ordered = xp.sort(x, axis=-1, descending=True)
     k = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=_backend.device(x))
-    mean = xp.cumulative_sum(ordered, axis=-1) / k
-    mean_square = xp.cumulative_sum(ordered * ordered, axis=-1) / k
-    spread = k * (mean_square - mean * mean)
-    tau_k = mean - xp.sqrt(xp.clip((1 - spread) / k, min=0.0))
-    count = xp.sum(xp.astype(tau_k <= ordered, x.dtype), axis=-1, keepdims=True)
-    tau = xp.sum(xp.where(k == count, tau_k, xp.zeros_like(tau_k)), axis=-1, keepdims=True)
+    total = xp.cumulative_sum(ordered, axis=-1)
+    squares = xp.cumulative_sum(ordered * ordered, axis=-1)
+    below = squares - 2 * ordered * total + k * ordered * ordered
+    count = xp.sum(xp.astype(below < 1, x.dtype), axis=-1, keepdims=True)
+    smallest = xp.sum(xp.where(k == count, ordered, xp.zeros_like(ordered)), axis=-1, keepdims=True)
+    support = x >= smallest
+    zero = xp.zeros_like(x)
+    mean = xp.sum(xp.where(support, x, zero), axis=-1, keepdims=True) / count
+    deviation = xp.where(support, x - mean, zero)
+    spread = xp.sum(deviation * deviation, axis=-1, keepdims=True)
+    tau = mean - xp.sqrt(xp.clip((1 - spread) / count, min=0.0))
     y = _positive_part(xp, x - tau)
     return y * y
 

@@ -43,7 +43,7 @@ def reference(z, alpha):
     ``|z_i - τ_z|`` of each row in score units (``inf`` for softmax, which has no kink).
     """
     z = np.asarray(z, dtype=np.float64)
-    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), z.shape[:-1] + (1,))
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (*z.shape[:-1], 1))
     shifted = z - z.max(axis=-1, keepdims=True)
     if np.all(alpha == 1):
         e = np.exp(shifted)
@@ -85,8 +85,20 @@ PROJECTIONS = {
 }
 NAMES = list(PROJECTIONS)
 # Every projection as a function of its array inputs: z, and α for "entmax-alpha-*"
-FUNCTIONS = {**{name: fn for name, (fn, _) in PROJECTIONS.items()}, "entmax-alpha-array": ma.entmax}
+FUNCTIONS = {name: fn for name, (fn, _) in PROJECTIONS.items()} | {"entmax-alpha-array": ma.entmax}
 ALPHA_SHAPES = {"per-row": (3, 1), "broadcast": (1,)}
+BISECTION = {"entmax", "entmax-alpha-array"}
+
+
+def fast(name, fn):
+    """``jax.jit(fn)``, but eager for the α-entmax bisection.
+
+    Eager sparsemax and 1.5-entmax re-trace and re-compile their ``while_loop`` on every call,
+    so derivative checks that call them hundreds of times run several times faster jitted;
+    jitting the 60 unrolled bisection steps of α-entmax instead takes seconds to compile, while
+    eager runs them op by op from JAX's cache.  Both modes run the same custom_jvp rules.
+    """
+    return fn if name in BISECTION else jax.jit(fn)
 
 
 def inputs_for(name, rng, shape=(3, K), alpha_shape=(3, 1)):
@@ -119,7 +131,7 @@ def test_check_grads_orders_1_and_2(name, alpha_shape):
     holds at these points and no looser rtol is needed.
     """
     args = inputs_for(name, np.random.default_rng(0), alpha_shape=alpha_shape)
-    check_grads(FUNCTIONS[name], args, order=2, modes=("fwd", "rev"), eps=FD_EPS)
+    check_grads(fast(name, FUNCTIONS[name]), args, order=2, modes=("fwd", "rev"), eps=FD_EPS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,12 +146,12 @@ def test_transforms_match_closed_form_jacobian(name):
     y_np = reference(z_np, alpha)[0]
     jac = jacobian(y_np, alpha)
     z, v, w = jnp.asarray(z_np), jnp.asarray(v_np), jnp.asarray(w_np)
-    y, jvp_out = jax.jvp(fn, (z,), (v,))
+    y, jvp_out = fast(name, lambda z, v: jax.jvp(fn, (z,), (v,)))(z, v)
     assert_close(y, y_np, 1e-12)
     assert_close(jvp_out, jac @ v_np, 1e-12)
-    assert_close(jax.grad(lambda z: fn(z) @ w)(z), jac.T @ w_np, 1e-12)
+    assert_close(fast(name, jax.grad(lambda z: fn(z) @ w))(z), jac.T @ w_np, 1e-12)
     for transform in (jax.jacfwd, jax.jacrev):
-        assert_close(transform(fn)(z), jac, 1e-12)
+        assert_close(fast(name, transform(fn))(z), jac, 1e-12)
 
 
 def test_transforms_match_closed_form_wrt_alpha():
@@ -197,7 +209,8 @@ VMAP_ALPHA = {  # in_axes of (z, alpha) for z of shape (4, 3, K) and alpha of sh
 @pytest.mark.parametrize("in_axes", VMAP_ALPHA.values(), ids=VMAP_ALPHA.keys())
 def test_vmap_over_alpha_equals_loop(in_axes):
     rng = np.random.default_rng(5)
-    z_all, alpha = jnp.asarray(rng.normal(size=(4, 3, K))), jnp.asarray(rng.uniform(1.2, 2.5, (4, 3, 1)))
+    z_all = jnp.asarray(rng.normal(size=(4, 3, K)))
+    alpha = jnp.asarray(rng.uniform(1.2, 2.5, size=(4, 3, 1)))
     axis = next(a for a in in_axes if a is not None)
     z = z_all[0] if in_axes[0] is None else z_all
 
@@ -224,9 +237,9 @@ def test_neg_inf_entries_have_exact_zero_output_and_gradient(name):
     args = (jnp.asarray(NEG_INF_Z),)
     args += () if name in PROJECTIONS else (jnp.asarray([[1.4], [1.7]]),)
     fn = FUNCTIONS[name]
-    y, pullback = jax.vjp(fn, *args)
-    grads = pullback(jnp.asarray(np.random.default_rng(6).normal(size=NEG_INF_Z.shape)))
-    jacs = [t(lambda z: fn(z, *args[1:]))(args[0]) for t in (jax.jacfwd, jax.jacrev)]
+    g = jnp.asarray(np.random.default_rng(6).normal(size=NEG_INF_Z.shape))
+    y, grads = fast(name, lambda *a: (fn(*a), jax.vjp(fn, *a)[1](g)))(*args)
+    jacs = [fast(name, t(lambda z: fn(z, *args[1:])))(args[0]) for t in (jax.jacfwd, jax.jacrev)]
     for t in (y, *grads, *jacs):
         assert np.all(np.isfinite(np.asarray(t)))
     assert np.all(np.asarray(y)[INF_MASK] == 0)
@@ -271,12 +284,13 @@ target = jax.devices("cpu")[1]
 assert jax.devices("cpu")[0] != target
 z = jax.device_put(jnp.asarray(np.random.default_rng(0).normal(size=(3, 5))), target)
 alpha = jax.device_put(jnp.full((3, 1), 1.7), target)
-for fn, args in [(ma.sparsemax, (z,)), (ma.entmax15, (z,)), (ma.softmax, (z,)),
-                 (lambda z: ma.entmax(z, 1.3), (z,)), (ma.entmax, (z, alpha))]:
-    pullback_out = jax.vjp(fn, *args)
-    grads = pullback_out[1](jnp.ones_like(z))
-    jitted = jax.jit(fn)(*args)
-    for out in (pullback_out[0], *grads, jitted):
+# (jit of the 60-step bisection of entmax compiles for seconds: the jitted calls are the others)
+for fn, args, jit in [(ma.sparsemax, (z,), True), (ma.entmax15, (z,), True),
+                      (ma.softmax, (z,), True), (lambda z: ma.entmax(z, 1.3), (z,), False),
+                      (ma.entmax, (z, alpha), False)]:
+    y, pullback = jax.vjp(fn, *args)
+    outputs = (y, *pullback(jnp.ones_like(z))) + ((jax.jit(fn)(*args),) if jit else ())
+    for out in outputs:
         assert out.devices() == {target}, (fn, out.devices())
 print("ok")
 """
