@@ -65,7 +65,7 @@ def vjp(name: str, y: np.ndarray, grad: np.ndarray) -> np.ndarray:
     grads = np.ascontiguousarray(np.broadcast_to(grad, shape).reshape(-1, shape[-1]))
     out = np.empty(rows.shape, dtype=np.result_type(rows, grads))
     chunks = min(rows.shape[0], 8 * kernels.numba.get_num_threads())
-    kernels.weighted_projection_parallel(rows, grads, out, name == "entmax15", max(chunks, 1))
+    getattr(kernels, f"{name}_vjp_parallel")(rows, grads, out, max(chunks, 1))
     return out.reshape(shape)
 
 

@@ -146,23 +146,36 @@ def entmax15_parallel(x, out, tol, chunks):
             entmax15_row(x, out, b, buf, tol)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def weighted_projection_parallel(y, g, out, root, chunks):
-    """Row-wise ``s ⊙ g − s (sᵀg)/Σs``: s = 1[y > 0] (``root`` False) or √y (``root`` True)."""
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, parallel=True)
+def sparsemax_vjp_parallel(y, g, out, chunks):
+    """Row-wise ``s ⊙ g − s (sᵀg)/Σs`` with ``s = 1[y > 0]``."""
     size, width = y.shape
     for c in numba.prange(chunks):
         for b in range(c * size // chunks, (c + 1) * size // chunks):
             total = 0.0
             dot = 0.0
             for i in range(width):
-                if y[b, i] > 0.0:
-                    s = math.sqrt(y[b, i]) if root else 1.0
-                    total += s
-                    dot += s * g[b, i]
+                s = 1.0 if y[b, i] > 0.0 else 0.0
+                total += s
+                dot += s * g[b, i]
             ratio = dot / total
             for i in range(width):
-                if y[b, i] > 0.0:
-                    s = math.sqrt(y[b, i]) if root else 1.0
-                    out[b, i] = s * (g[b, i] - ratio)
-                else:
-                    out[b, i] = 0.0
+                s = 1.0 if y[b, i] > 0.0 else 0.0
+                out[b, i] = s * (g[b, i] - ratio)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, parallel=True)
+def entmax15_vjp_parallel(y, g, out, chunks):
+    """Row-wise ``s ⊙ g − s (sᵀg)/Σs`` with ``s = √y`` (``y ≥ 0``, so ``s = 0`` off the support)."""
+    size, width = y.shape
+    for c in numba.prange(chunks):
+        for b in range(c * size // chunks, (c + 1) * size // chunks):
+            total = 0.0
+            dot = 0.0
+            for i in range(width):
+                s = math.sqrt(y[b, i])
+                total += s
+                dot += s * g[b, i]
+            ratio = dot / total
+            for i in range(width):
+                out[b, i] = math.sqrt(y[b, i]) * (g[b, i] - ratio)
