@@ -1,0 +1,6 @@
+"""Distributions on the probability simplex (one concept per module)."""
+
+from mixedarray.distributions.base import Distribution
+from mixedarray.distributions.maxent import MaxEntMixed
+
+__all__ = ["Distribution", "MaxEntMixed"]

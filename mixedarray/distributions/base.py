@@ -1,0 +1,197 @@
+r"""The base class of every distribution on the simplex.
+
+Events live on the last axis: a distribution with ``K`` vertices has ``event_shape == (K,)``
+and draws points ``y`` with ``y ≥ 0`` and ``Σ_k y_k = 1``.  ``log_prob`` is the log density
+with respect to the direct-sum measure :math:`\mu_\oplus` (Lebesgue measure in free
+coordinates on each face, counting measure on vertices; paper-notes §2), so
+``log p(y) = log P(F = supp y) + log p(y | F)``.
+
+Subclasses declare ``parameter_names`` (their array parameters, the leaves a pytree
+registration will use) and ``static_names`` (configuration such as ``K`` or ``bits``), and
+implement ``_sample`` (and ``_rsample`` when a pathwise gradient exists), ``_log_prob`` and
+``_face_log_prob``; the public methods here check shapes and, under validation, values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from mixedarray import _backend
+
+__all__ = ["Distribution"]
+
+Array = Any
+
+
+def _shape(shape: Any, name: str) -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{name} must have non-negative sizes, got {shape}")
+    return shape
+
+
+class Distribution:
+    """A distribution on the probability simplex over the last axis.
+
+    Attributes
+    ----------
+    batch_shape : tuple of int
+        Shape of the batch of independent distributions.
+    event_shape : tuple of int
+        ``(K,)``.
+    validate_args : bool
+        Whether values are checked (parameters at construction, points in ``log_prob``).
+    """
+
+    parameter_names: ClassVar[tuple[str, ...]] = ()
+    static_names: ClassVar[tuple[str, ...]] = ()
+    has_rsample: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        xp: Any,
+        like: Array,
+        batch_shape: tuple[int, ...],
+        num_vertices: int,
+        validate_args: bool | None,
+    ) -> None:
+        self._xp = xp
+        self._like = like
+        self._batch_shape = tuple(batch_shape)
+        self._num_vertices = int(num_vertices)
+        if validate_args is None:
+            parameters = [getattr(self, name) for name in self.parameter_names]
+            validate_args = _backend.values_are_checkable(like, *parameters)
+        self.validate_args = bool(validate_args)
+
+    # -- shapes ---------------------------------------------------------------------------------
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self._batch_shape
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self._num_vertices,)
+
+    @property
+    def num_vertices(self) -> int:
+        """K, the number of vertices of the simplex."""
+        return self._num_vertices
+
+    @property
+    def dtype(self) -> Any:
+        return self._like.dtype
+
+    @property
+    def device(self) -> Any:
+        return _backend.device(self._like)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            [f"{n}={getattr(self, n)!r}" for n in self.static_names]
+            + [f"batch_shape={self.batch_shape}", f"event_shape={self.event_shape}"]
+        )
+        return f"{type(self).__name__}({shown})"
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def sample(self, rng: Any, sample_shape: Any = ()) -> Array:
+        """Draw points without gradient: shape ``sample_shape + batch_shape + (K,)``.
+
+        ``rng`` is the caller's framework's own generator (NumPy/CuPy ``Generator``,
+        ``torch.Generator``, a JAX key) or an int seed; see :mod:`mixedarray.random`.
+        """
+        shape = _shape(sample_shape, "sample_shape")
+        return self._stop_gradient(self._sample(rng, shape))
+
+    def rsample(self, rng: Any, sample_shape: Any = ()) -> Array:
+        """Draw points with a pathwise gradient w.r.t. the parameters (torch, JAX).
+
+        On NumPy and CuPy this is :meth:`sample`.  Raises ``NotImplementedError`` for
+        distributions without a reparameterisation.
+        """
+        if not self.has_rsample:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no pathwise (reparameterised) sampler; use sample() "
+                "and a score-function estimator"
+            )
+        return self._rsample(rng, _shape(sample_shape, "sample_shape"))
+
+    def log_prob(self, y: Array) -> Array:
+        """Log density of ``y`` w.r.t. the direct-sum measure, shape ``sample + batch``."""
+        self._check_event(y, "y")
+        if self.validate_args:
+            self._check_on_simplex(y)
+        return self._log_prob(y)
+
+    def face_log_prob(self, mask: Array) -> Array:
+        """``log P(F = f)`` of boolean face masks (shape ``... + batch + (K,)``); empty: -inf."""
+        self._check_event(mask, "mask")
+        if mask.dtype != self._xp.bool:
+            raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
+        return self._face_log_prob(mask)
+
+    # -- to implement ---------------------------------------------------------------------------
+
+    def _sample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
+        raise NotImplementedError
+
+    def _rsample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
+        raise NotImplementedError
+
+    def _log_prob(self, y: Array) -> Array:
+        raise NotImplementedError
+
+    def _face_log_prob(self, mask: Array) -> Array:
+        raise NotImplementedError
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+
+    def _stop_gradient(self, x: Array) -> Array:
+        name = _backend.library_name(x)
+        if name == "torch":
+            return x.detach()
+        if name == "jax":
+            import jax
+
+            return jax.lax.stop_gradient(x)
+        return x
+
+    def _check_event(self, x: Array, name: str) -> None:
+        if _backend.library_name(x) != _backend.library_name(self._like):
+            raise TypeError(
+                f"{name} is a {_backend.library_name(x)} array but the distribution's "
+                f"parameters are {_backend.library_name(self._like)} arrays"
+            )
+        shape = tuple(x.shape)
+        if not shape or shape[-1] != self._num_vertices:
+            raise ValueError(
+                f"{name} must have {self._num_vertices} entries on its last axis (the event "
+                f"shape), got shape {shape}"
+            )
+        batch = self._batch_shape
+        for got, want in zip(reversed(shape[:-1]), reversed(batch), strict=False):
+            if got != want and 1 not in (got, want):
+                raise ValueError(
+                    f"{name} of shape {shape} does not broadcast against batch_shape {batch}"
+                )
+
+    def _check_on_simplex(self, y: Array) -> None:
+        xp = self._xp
+        tolerance = 64 * float(xp.finfo(y.dtype).eps) * max(1, self._num_vertices)
+        lowest = _backend.host_float(xp.min(y)) if math.prod(y.shape) else 0.0
+        if not lowest >= 0:
+            raise ValueError(f"y must lie on the simplex: it has a negative entry ({lowest})")
+        error = _backend.host_float(xp.max(xp.abs(xp.sum(y, axis=-1) - 1)))
+        if not error <= tolerance:
+            raise ValueError(
+                f"y must lie on the simplex: its entries sum to 1 ± {error:.3g} on the last axis"
+            )
