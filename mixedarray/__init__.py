@@ -7,9 +7,20 @@ the caller's device.  Importing ``mixedarray`` imports no array framework.
 
 from __future__ import annotations
 
-from mixedarray import random
+from mixedarray import faces, random
+from mixedarray.distributions import Distribution, MaxEntMixed
 from mixedarray.projections import entmax, entmax15, softmax, sparsemax
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "entmax", "entmax15", "random", "softmax", "sparsemax"]
+__all__ = [
+    "Distribution",
+    "MaxEntMixed",
+    "__version__",
+    "entmax",
+    "entmax15",
+    "faces",
+    "random",
+    "softmax",
+    "sparsemax",
+]
