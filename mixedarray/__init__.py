@@ -8,13 +8,14 @@ the caller's device.  Importing ``mixedarray`` imports no array framework.
 from __future__ import annotations
 
 from mixedarray import faces, random
-from mixedarray.distributions import Distribution, MaxEntMixed
+from mixedarray.distributions import Distribution, GaussianSparsemax, MaxEntMixed
 from mixedarray.projections import entmax, entmax15, softmax, sparsemax
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Distribution",
+    "GaussianSparsemax",
     "MaxEntMixed",
     "__version__",
     "entmax",

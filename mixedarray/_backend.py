@@ -48,6 +48,9 @@ def library_name(x: Array) -> str:
     return module
 
 
+_PYTHON_SCALARS = (bool, int, float, complex)
+
+
 def array_namespace(*arrays: Any) -> ModuleType:
     """Array-API namespace shared by ``arrays``; Python scalars and ``None`` are ignored.
 
@@ -57,7 +60,8 @@ def array_namespace(*arrays: Any) -> ModuleType:
         If no argument is an array, or the arrays come from different libraries (the message
         names both).
     """
-    candidates = [a for a in arrays if a is not None and not isinstance(a, (bool, int, float))]
+    # Python scalars (exactly bool/int/float, not NumPy scalars, which subclass float) are ignored.
+    candidates = [a for a in arrays if a is not None and type(a) not in _PYTHON_SCALARS]
     if not candidates:
         raise TypeError("expected at least one array (NumPy, CuPy, PyTorch, JAX, ...)")
     libraries = {library_name(a) for a in candidates}
@@ -153,7 +157,7 @@ def values_are_checkable(*arrays: Array) -> bool:
     under ``jit``/``vmap``/``grad`` tracing).  False for CuPy and any accelerator array.
     """
     for x in arrays:
-        if x is None or isinstance(x, (bool, int, float)):
+        if x is None or type(x) in _PYTHON_SCALARS:
             continue
         name = library_name(x)
         if name == "torch":

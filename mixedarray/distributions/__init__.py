@@ -1,6 +1,7 @@
 """Distributions on the probability simplex (one concept per module)."""
 
 from mixedarray.distributions.base import Distribution
+from mixedarray.distributions.gaussian_sparsemax import GaussianSparsemax
 from mixedarray.distributions.maxent import MaxEntMixed
 
-__all__ = ["Distribution", "MaxEntMixed"]
+__all__ = ["Distribution", "GaussianSparsemax", "MaxEntMixed"]
