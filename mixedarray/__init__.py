@@ -8,7 +8,12 @@ the caller's device.  Importing ``mixedarray`` imports no array framework.
 from __future__ import annotations
 
 from mixedarray import faces, random
-from mixedarray.distributions import Distribution, GaussianSparsemax, MaxEntMixed
+from mixedarray.distributions import (
+    Distribution,
+    GaussianSparsemax,
+    MaxEntMixed,
+    NonEmptyBernoulli,
+)
 from mixedarray.projections import entmax, entmax15, softmax, sparsemax
 
 __version__ = "0.1.0.dev0"
@@ -17,6 +22,7 @@ __all__ = [
     "Distribution",
     "GaussianSparsemax",
     "MaxEntMixed",
+    "NonEmptyBernoulli",
     "__version__",
     "entmax",
     "entmax15",

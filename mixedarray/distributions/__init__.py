@@ -3,5 +3,6 @@
 from mixedarray.distributions.base import Distribution
 from mixedarray.distributions.gaussian_sparsemax import GaussianSparsemax
 from mixedarray.distributions.maxent import MaxEntMixed
+from mixedarray.distributions.nonempty_bernoulli import NonEmptyBernoulli
 
-__all__ = ["Distribution", "GaussianSparsemax", "MaxEntMixed"]
+__all__ = ["Distribution", "GaussianSparsemax", "MaxEntMixed", "NonEmptyBernoulli"]
