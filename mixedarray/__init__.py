@@ -14,20 +14,29 @@ from mixedarray.distributions import (
     MaxEntMixed,
     NonEmptyBernoulli,
 )
+from mixedarray.information import code_length, cross_entropy, entropy, kl_divergence
+from mixedarray.montecarlo import Estimate, expectation, sample
 from mixedarray.projections import entmax, entmax15, softmax, sparsemax
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Distribution",
+    "Estimate",
     "GaussianSparsemax",
     "MaxEntMixed",
     "NonEmptyBernoulli",
     "__version__",
+    "code_length",
+    "cross_entropy",
     "entmax",
     "entmax15",
+    "entropy",
+    "expectation",
     "faces",
+    "kl_divergence",
     "random",
+    "sample",
     "softmax",
     "sparsemax",
 ]

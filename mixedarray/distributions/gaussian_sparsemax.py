@@ -91,6 +91,15 @@ class GaussianSparsemax(Distribution):
             if not bool(xp.all(xp.isfinite(scale) & (scale > 0))):
                 raise ValueError("scale must be positive and finite")
 
+    def entropy_exact(self) -> Array:
+        """H⊕ in closed form for K = 2 (paper-notes §6); no closed form exists for K > 2."""
+        if self.num_vertices != 2:
+            raise NotImplementedError(
+                "GaussianSparsemax has a closed-form entropy only for K = 2; use the Monte Carlo "
+                "estimator (ma.entropy(d, method='mc', rng=..., num_samples=...))"
+            )
+        return density.entropy_k2(*density.bit_parameters(self.loc, self.scale))
+
     def _rsample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
         shape = (*sample_shape, *self.batch_shape, self.num_vertices)
         noise = random.normal(rng, shape, like=self.loc)

@@ -1,0 +1,230 @@
+r"""Direct-sum information theory: entropy, cross-entropy, KL and code length (paper-notes §4).
+
+With densities w.r.t. the direct-sum measure :math:`\mu_\oplus`,
+
+* :math:`H_\oplus(p) = -\int p \log p \, d\mu_\oplus = H(F) + \sum_f P_F(f)\, h_f(Y \mid F = f)`,
+* :math:`H_\oplus(p, q) = -\int p \log q \, d\mu_\oplus`,
+  :math:`\mathrm{KL}_\oplus(p \| q) = H_\oplus(p, q) - H_\oplus(p) \ge 0`,
+* the code length at precision N bits, :math:`L_N = H_\oplus/\ln 2 + N\,E[\dim F]` bits.
+
+Every function takes ``method``: ``"exact"`` (a closed form or an enumeration; raises
+``NotImplementedError`` naming the Monte Carlo estimator when there is none), ``"mc"``
+(Monte Carlo with ``rng`` and ``num_samples``) or ``"auto"`` (exact when possible, else Monte
+Carlo).  Values have the distributions' batch shape; ``return_stderr=True`` returns an
+:class:`~mixedarray.montecarlo.Estimate` whose ``stderr`` is 0 for exact values.
+
+Exact forms come from the distributions' ``entropy_exact``, ``cross_entropy_exact`` and
+``kl_divergence_exact`` methods, and from the pairs registered here (anything against
+:class:`~mixedarray.MaxEntMixed`, whose log density depends on the face size alone).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from mixedarray import faces
+from mixedarray.distributions import MaxEntMixed
+from mixedarray.montecarlo import Estimate, expectation
+
+__all__ = ["code_length", "cross_entropy", "entropy", "kl_divergence"]
+
+Array = Any
+_METHODS = ("auto", "exact", "mc")
+
+
+def _check_method(method: str) -> None:
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+
+
+def _exact_or_none(compute: Callable[[], Array]) -> Array | None:
+    try:
+        return compute()
+    except NotImplementedError:
+        return None
+
+
+def _result(d: Any, value: Array | Estimate, return_stderr: bool) -> Array | Estimate:
+    if isinstance(value, Estimate):
+        return value if return_stderr else value.value
+    return Estimate(value, d._xp.zeros_like(value)) if return_stderr else value
+
+
+def _resolve(
+    what: str,
+    d: Any,
+    exact: Callable[[], Array] | None,
+    integrand: Callable[[Array], Array],
+    method: str,
+    rng: Any,
+    num_samples: int | None,
+    return_stderr: bool,
+) -> Array | Estimate:
+    _check_method(method)
+    if method != "mc" and exact is not None:
+        value = _exact_or_none(exact)
+        if value is not None:
+            return _result(d, value, return_stderr)
+    if method == "exact":
+        raise NotImplementedError(
+            f"no exact {what} for {type(d).__name__} here; use the Monte Carlo estimator: "
+            f"method='mc' (or 'auto') with rng and num_samples"
+        )
+    if rng is None or num_samples is None:
+        reason = "method='mc'" if method == "mc" else f"no exact {what} exists here"
+        raise ValueError(
+            f"{reason}: Monte Carlo needs rng (the framework's generator, a key or an int "
+            "seed) and num_samples"
+        )
+    return _result(d, expectation(integrand, d, rng, num_samples), return_stderr)
+
+
+def _mean_dim(d: Any) -> Array:
+    """``E[dim F]`` in closed form, where the distribution gives its face sizes."""
+    xp = d._xp
+    if hasattr(d, "size_probs"):
+        probs = d.size_probs()
+    elif hasattr(d, "face_distribution"):
+        probs = d.face_distribution.size_probs()
+    elif d.num_vertices == 2:
+        vertices = xp.asarray([[True, False], [False, True]], device=d.device)
+        vertices = xp.reshape(vertices, (2,) + (1,) * len(d.batch_shape) + (2,))
+        mass = xp.sum(xp.exp(d.face_log_prob(vertices)), axis=0)
+        return 1 - mass
+    else:
+        raise NotImplementedError(f"no closed-form face sizes for {type(d).__name__}")
+    k = xp.arange(d.num_vertices, dtype=probs.dtype, device=d.device)
+    return xp.sum(probs * k, axis=-1)
+
+
+def _dim(y: Array) -> Array:
+    return faces.dim(y)
+
+
+def entropy(
+    d: Any,
+    *,
+    method: str = "auto",
+    rng: Any = None,
+    num_samples: int | None = None,
+    return_stderr: bool = False,
+) -> Array | Estimate:
+    r"""Direct-sum entropy :math:`H_\oplus(d) = -E_d[\log p(Y)]` in nats (can be negative)."""
+    exact = getattr(d, "entropy_exact", None)
+    return _resolve(
+        "entropy", d, exact, lambda y: -d.log_prob(y), method, rng, num_samples, return_stderr
+    )
+
+
+def _cross_entropy_exact(p: Any, q: Any) -> Array:
+    if isinstance(q, MaxEntMixed):
+        # log q(y) = N (|supp y| − 1) ln 2 − log Z: only E_p[dim F] is needed.
+        return q._log_normalizer - q.bits * math.log(2) * _mean_dim(p)
+    method = getattr(p, "cross_entropy_exact", None)
+    if method is None or type(q) is not type(p):
+        raise NotImplementedError
+    return method(q)
+
+
+def _kl_exact(p: Any, q: Any) -> Array:
+    if type(q) is type(p) and hasattr(p, "kl_divergence_exact"):
+        return p.kl_divergence_exact(q)
+    return _cross_entropy_exact(p, q) - p.entropy_exact()
+
+
+def _check_pair(p: Any, q: Any) -> None:
+    if p.num_vertices != q.num_vertices:
+        raise ValueError(f"p has K = {p.num_vertices} vertices but q has K = {q.num_vertices}")
+    if type(p._like) is not type(q._like):
+        raise TypeError(
+            f"p and q come from different array libraries: {type(p._like).__module__} and "
+            f"{type(q._like).__module__}"
+        )
+
+
+def cross_entropy(
+    p: Any,
+    q: Any,
+    *,
+    method: str = "auto",
+    rng: Any = None,
+    num_samples: int | None = None,
+    return_stderr: bool = False,
+) -> Array | Estimate:
+    r"""Direct-sum cross-entropy :math:`H_\oplus(p, q) = -E_p[\log q(Y)]` in nats."""
+    _check_pair(p, q)
+    return _resolve(
+        "cross-entropy",
+        p,
+        lambda: _cross_entropy_exact(p, q),
+        lambda y: -q.log_prob(y),
+        method,
+        rng,
+        num_samples,
+        return_stderr,
+    )
+
+
+def kl_divergence(
+    p: Any,
+    q: Any,
+    *,
+    method: str = "auto",
+    rng: Any = None,
+    num_samples: int | None = None,
+    return_stderr: bool = False,
+) -> Array | Estimate:
+    r"""Direct-sum KL divergence, :math:`E_p[\log p(Y) - \log q(Y)] \ge 0`.
+
+    It is ``+inf`` when q gives zero mass to a face that p charges; a Monte Carlo estimate then
+    returns ``inf`` as soon as one sample lands there.
+    """
+    _check_pair(p, q)
+    return _resolve(
+        "KL divergence",
+        p,
+        lambda: _kl_exact(p, q),
+        lambda y: p.log_prob(y) - q.log_prob(y),
+        method,
+        rng,
+        num_samples,
+        return_stderr,
+    )
+
+
+def code_length(
+    d: Any,
+    bits: float,
+    *,
+    method: str = "auto",
+    rng: Any = None,
+    num_samples: int | None = None,
+    return_stderr: bool = False,
+) -> Array | Estimate:
+    r"""Code length in bits at precision N: :math:`L_N = H_\oplus/\ln 2 + N\,E[\dim F]`.
+
+    Free coordinates quantised to cells of width :math:`2^{-N}`; exact as N grows
+    (paper-notes §4).
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not bits >= 0:
+        raise ValueError(f"bits must be a number >= 0, got {bits!r}")
+
+    def exact() -> Array:
+        return d.entropy_exact() / math.log(2) + bits * _mean_dim(d)
+
+    def integrand(y: Array) -> Array:
+        return -d.log_prob(y) / math.log(2) + bits * d._xp.astype(_dim(y), d.dtype)
+
+    has_exact = hasattr(d, "entropy_exact")
+    return _resolve(
+        "code length",
+        d,
+        exact if has_exact else None,
+        integrand,
+        method,
+        rng,
+        num_samples,
+        return_stderr,
+    )

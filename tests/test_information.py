@@ -1,0 +1,110 @@
+"""Direct-sum entropy, cross-entropy, KL and code length (mixedarray.information)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import mixedarray as ma
+from mixedarray import _backend
+from tests.helpers import from_numpy, library_of, to_numpy
+
+# K = 2 Gaussian-Sparsemax whose bit form is μ = 0.3, s = 0.7 (paper-notes §4 and §6):
+# μ = (loc₁ − loc₂ + 1)/2, s = √(σ₁² + σ₂²)/2.
+BIT_LOC = np.array([-0.4, 0.0])
+BIT_SCALE = np.full(2, 0.7 * math.sqrt(2))
+
+
+def _bit(backend):
+    return ma.GaussianSparsemax(from_numpy(backend, BIT_LOC), from_numpy(backend, BIT_SCALE))
+
+
+def _quantised_entropy_bits(mu, s, bits):
+    """Entropy (bits) of Y quantised to cells of width 2^-N, plus the two point masses."""
+    edges = np.linspace(0, 1, 2**bits + 1)
+    cells = np.diff(stats.norm.cdf(edges, mu, s))
+    probs = np.concatenate([[stats.norm.cdf(0, mu, s), stats.norm.sf(1, mu, s)], cells])
+    return -np.sum(probs * np.log2(probs))
+
+
+@pytest.mark.parametrize(("bits", "tol"), [(4, 2e-4), (8, 1e-5)])
+def test_code_length_equals_quantised_entropy(backend, bits, tol):
+    """L_N = H⊕/ln 2 + N E[dim F] (paper-notes §4: 3.46907 vs 3.46901 bits at N = 4)."""
+    value = float(to_numpy(ma.code_length(_bit(backend), bits)))
+    np.testing.assert_allclose(value, _quantised_entropy_bits(0.3, 0.7, bits), atol=tol)
+    if bits == 4:
+        np.testing.assert_allclose(value, 3.46901, atol=1e-5)
+
+
+def test_exact_and_monte_carlo_agree(backend):
+    d = _bit(backend)
+    n = 100_000 if library_of(backend) == "numpy" else 20_000
+    for exact, mc in [
+        (ma.entropy(d), ma.entropy(d, method="mc", rng=0, num_samples=n, return_stderr=True)),
+        (ma.kl_divergence(d, ma.MaxEntMixed(2, like=d.loc)),
+         ma.kl_divergence(d, ma.MaxEntMixed(2, like=d.loc), method="mc", rng=1,
+                          num_samples=n, return_stderr=True)),
+        (ma.code_length(d, 3),
+         ma.code_length(d, 3, method="mc", rng=2, num_samples=n, return_stderr=True)),
+    ]:
+        assert _backend.library_name(exact) == library_of(backend)
+        gap = abs(float(to_numpy(exact)) - float(to_numpy(mc.value)))
+        stderr = float(to_numpy(mc.stderr))
+        assert 0 < stderr < 0.1 * abs(float(to_numpy(exact)))
+        assert gap <= 4.5 * stderr
+        assert abs(float(to_numpy(exact)) + 10 * stderr - float(to_numpy(mc.value))) > 4.5 * stderr
+
+
+def test_kl_to_the_uniform_bit_is_log3_minus_entropy(backend):
+    """KL⊕(q ‖ MaxEntMixed(2)) = log 3 − H⊕(q) (the bit-vector VAE's prior, paper-notes §9b)."""
+    d = _bit(backend)
+    kl = float(to_numpy(ma.kl_divergence(d, ma.MaxEntMixed(2, like=d.loc))))
+    np.testing.assert_allclose(kl, math.log(3) - float(to_numpy(ma.entropy(d))), rtol=1e-12)
+    assert kl > 0
+    uniform = ma.MaxEntMixed(2, like=d.loc)
+    np.testing.assert_allclose(float(to_numpy(ma.kl_divergence(uniform, uniform))), 0, atol=1e-12)
+
+
+def test_face_distribution_kl_properties(backend):
+    eta = from_numpy(backend, np.array([[0.5, -1.0, 2.0], [0.0, 0.3, -0.2]]))
+    p = ma.NonEmptyBernoulli(eta)
+    q = ma.NonEmptyBernoulli(from_numpy(backend, np.zeros((2, 3))))
+    kl, h, cross = (to_numpy(v) for v in (ma.kl_divergence(p, q), ma.entropy(p),
+                                          ma.cross_entropy(p, q)))
+    assert np.all(kl > 0)
+    np.testing.assert_allclose(kl, cross - h, rtol=1e-10)
+    np.testing.assert_allclose(to_numpy(ma.kl_divergence(p, p)), 0, atol=1e-12)
+
+
+def test_exact_values_have_zero_stderr(backend):
+    est = ma.entropy(_bit(backend), return_stderr=True)
+    assert float(to_numpy(est.stderr)) == 0
+
+
+def test_no_exact_form_names_the_estimator():
+    d = ma.GaussianSparsemax(np.array([0.4, 0.1, -0.3]), 0.5)
+    with pytest.raises(NotImplementedError, match="Monte Carlo"):
+        ma.entropy(d, method="exact")
+    with pytest.raises(ValueError, match="needs rng"):
+        ma.entropy(d)
+    with pytest.raises(ValueError, match="needs rng"):
+        ma.entropy(_bit_numpy(), method="mc")
+    with pytest.raises(ValueError, match="method must be one of"):
+        ma.entropy(d, method="closed")
+
+
+def _bit_numpy():
+    return ma.GaussianSparsemax(BIT_LOC, BIT_SCALE)
+
+
+def test_mismatched_pairs_are_rejected():
+    with pytest.raises(ValueError, match="K = 2 vertices but q has K = 3"):
+        ma.kl_divergence(_bit_numpy(), ma.MaxEntMixed(3))
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="different array libraries"):
+        ma.kl_divergence(_bit_numpy(), ma.MaxEntMixed(2, like=torch.zeros(1)))
+    with pytest.raises(ValueError, match="bits must be a number"):
+        ma.code_length(_bit_numpy(), -1)
