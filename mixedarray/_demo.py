@@ -27,7 +27,9 @@ def _to_numpy(x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
     if hasattr(x, "get"):
         return x.get()
-    return np.asarray(np.from_dlpack(x)) if not isinstance(x, np.ndarray) else x
+    if isinstance(x, (np.ndarray, np.generic, float)):
+        return np.asarray(x)
+    return np.asarray(np.from_dlpack(x))
 
 
 def _backends() -> list[tuple[str, Callable[[np.ndarray], Any]]]:
@@ -66,7 +68,7 @@ def _gradient_line(name: str, z: np.ndarray) -> str | None:
 
         t = torch.from_numpy(row.copy()).requires_grad_()
         (ma.sparsemax(t) * torch.from_numpy(weights)).sum().backward()
-        grad = t.grad.numpy()
+        grad = t.grad.numpy() + 0.0  # no negative zeros in the printout
     elif name == "jax":
         import jax
         import jax.numpy as jnp
@@ -77,8 +79,75 @@ def _gradient_line(name: str, z: np.ndarray) -> str | None:
     return f"  d/dz Σ_k k·sparsemax(z)_k, first row: {np.array2string(grad, precision=3)}"
 
 
+def _distributions(convert: Callable[[np.ndarray], Any]) -> list[tuple[str, Any, Any]]:
+    """(label, distribution, KL reference) on one library: a K = 2 bit and K = 4 examples."""
+    like = convert(np.zeros(1))
+    bit = ma.GaussianSparsemax(convert(np.array([-0.4, 0.0])), convert(np.full(2, 0.99)))
+    return [
+        ("GaussianSparsemax K=2", bit, ma.MaxEntMixed(2, like=like)),
+        (
+            "GaussianSparsemax K=4",
+            ma.GaussianSparsemax(convert(np.array([0.3, 0.0, -0.2, 0.5])), 0.5),
+            ma.MaxEntMixed(4, like=like),
+        ),
+        ("MaxEntMixed K=4", ma.MaxEntMixed(4, like=like), ma.MaxEntMixed(4, 1, like=like)),
+        (
+            "NonEmptyBernoulli K=4",
+            ma.NonEmptyBernoulli(convert(np.array([0.5, -1.0, 2.0, 0.0]))),
+            ma.NonEmptyBernoulli(convert(np.zeros(4))),
+        ),
+    ]
+
+
+def _face_shares(sample: np.ndarray) -> str:
+    """Shares of samples on vertices, edges and higher faces."""
+    positive = sample if sample.dtype == bool else sample > 0
+    dims = positive.sum(axis=-1) - 1
+    return " ".join(
+        f"{label} {np.mean(test(dims)):6.1%}"
+        for label, test in (
+            ("vertex", lambda d: d == 0),
+            ("edge", lambda d: d == 1),
+            ("higher", lambda d: d >= 2),
+        )
+    )
+
+
+def _estimate_line(name: str, exact: Any, estimate: Any) -> str:
+    value, stderr = float(_to_numpy(estimate.value)), float(_to_numpy(estimate.stderr))
+    shown = "   (none)" if exact is None else f"{float(_to_numpy(exact)):9.4f}"
+    return f"{name} exact {shown}  MC {value:9.4f} ± {stderr:.4f}"
+
+
+def _distribution_tour(backends: list[tuple[str, Callable[[np.ndarray], Any]]], seed: int) -> None:
+    print("\nmixed distributions: samples, faces they land on, entropy and KL (nats)")
+    n = 20_000
+    for name, convert in backends:
+        if name == "cupy" or name.endswith("cuda"):
+            continue  # the CPU tour is enough for the demo; the GPU path is the same code
+        print(f"  on {name}:")
+        for label, d, reference in _distributions(convert):
+            y = _to_numpy(d.sample(seed, (n,)))
+            try:
+                exact = ma.entropy(d, method="exact")
+            except NotImplementedError:
+                exact = None
+            mc = ma.entropy(d, method="mc", rng=seed + 1, num_samples=n, return_stderr=True)
+            kl_mc = ma.kl_divergence(
+                d, reference, method="mc", rng=seed + 2, num_samples=n, return_stderr=True
+            )
+            try:
+                kl_exact = ma.kl_divergence(d, reference, method="exact")
+            except NotImplementedError:
+                kl_exact = None
+            print(f"    {label:<22} {_face_shares(y)}")
+            print(f"    {'':<22} {_estimate_line('H', exact, mc)}")
+            kl_name = "KL to " + type(reference).__name__
+            print(f"    {'':<22} {_estimate_line(kl_name, kl_exact, kl_mc)}")
+
+
 def run(seed: int = 0) -> None:
-    """Print the projections of a few score rows on every installed array library."""
+    """Print the projections and the mixed distributions on every installed array library."""
     rng = np.random.default_rng(seed)
     z = rng.normal(scale=1.5, size=(3, 6))
     z[2, 4:] = -np.inf  # masked entries
@@ -107,3 +176,4 @@ def run(seed: int = 0) -> None:
         line = _gradient_line(name, z)
         if line:
             print(line)
+    _distribution_tour(backends, seed)
