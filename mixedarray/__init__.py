@@ -12,6 +12,7 @@ from mixedarray.distributions import (
     Distribution,
     GaussianSparsemax,
     MaxEntMixed,
+    MixedDirichlet,
     NonEmptyBernoulli,
 )
 from mixedarray.information import code_length, cross_entropy, entropy, kl_divergence
@@ -25,6 +26,7 @@ __all__ = [
     "Estimate",
     "GaussianSparsemax",
     "MaxEntMixed",
+    "MixedDirichlet",
     "NonEmptyBernoulli",
     "__version__",
     "code_length",

@@ -3,6 +3,13 @@
 from mixedarray.distributions.base import Distribution
 from mixedarray.distributions.gaussian_sparsemax import GaussianSparsemax
 from mixedarray.distributions.maxent import MaxEntMixed
+from mixedarray.distributions.mixed_dirichlet import MixedDirichlet
 from mixedarray.distributions.nonempty_bernoulli import NonEmptyBernoulli
 
-__all__ = ["Distribution", "GaussianSparsemax", "MaxEntMixed", "NonEmptyBernoulli"]
+__all__ = [
+    "Distribution",
+    "GaussianSparsemax",
+    "MaxEntMixed",
+    "MixedDirichlet",
+    "NonEmptyBernoulli",
+]
