@@ -122,3 +122,19 @@ def test_mixed_dirichlet_against_maxent_exact_equals_monte_carlo(backend):
     assert 0 < stderr < 0.1 * exact
     assert abs(exact - float(to_numpy(mc.value))) <= 4.5 * stderr
     assert abs(exact + 10 * stderr - float(to_numpy(mc.value))) > 4.5 * stderr
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ma.HardConcrete(np.array([0.3, -1.0])),
+    lambda: ma.KDHardConcrete(np.array([0.2, -0.3]), 0.7),
+    lambda: ma.GaussianSparsemax(np.array([[0.1, -0.2], [1.0, 0.0]]), 0.6),
+], ids=["HardConcrete", "KDHardConcrete", "GaussianSparsemax"])
+def test_one_bit_entropies_and_kl_to_the_uniform_bit(make):
+    """Each K = 2 distribution: exact H⊕ and KL⊕(· ‖ MaxEntMixed(2)) = log 3 − H⊕ vs MC."""
+    d = make()
+    prior = ma.MaxEntMixed(2, batch_shape=d.batch_shape)
+    exact_h, exact_kl = np.asarray(ma.entropy(d)), np.asarray(ma.kl_divergence(d, prior))
+    np.testing.assert_allclose(exact_kl, math.log(3) - exact_h, rtol=1e-12)
+    mc = ma.kl_divergence(d, prior, method="mc", rng=9, num_samples=100_000, return_stderr=True)
+    assert np.all(np.abs(exact_kl - mc.value) <= 4.5 * mc.stderr)
+    assert not np.all(np.abs(exact_kl + 10 * mc.stderr - mc.value) <= 4.5 * mc.stderr)
