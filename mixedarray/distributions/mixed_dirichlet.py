@@ -256,6 +256,25 @@ class MixedDirichlet(Distribution):
         )
         return head + rest
 
+    def conditional_entropy(self, mask: Array) -> Array:
+        r"""``h(Dir(α_f))`` of the faces ``mask`` (free coordinates; 0 on a vertex).
+
+        ``h = Σ_f lgamma(α_i) − lgamma(α_0) + (α_0 − k)ψ(α_0) − Σ_f (α_i − 1)ψ(α_i)``; with
+        :meth:`face_distribution` it gives the Rao–Blackwellised estimator
+        ``H⊕ = H(F) + E_F[h(Dir(α_F))]`` (exact H(F), Monte Carlo only over faces).
+        """
+        xp = self._xp
+        alpha = self.concentration
+        zero = xp.zeros_like(alpha)
+        inside = xp.where(mask, alpha, zero)
+        total = xp.sum(inside, axis=-1)
+        k = xp.sum(xp.astype(mask, alpha.dtype), axis=-1)
+        per_vertex = _special.lgamma(alpha) - (alpha - 1) * _special.digamma(alpha)
+        safe_total = xp.where(k > 0, total, xp.ones_like(total))
+        h = xp.sum(xp.where(mask, per_vertex, zero), axis=-1) - _special.lgamma(safe_total)
+        h = h + (safe_total - k) * _special.digamma(safe_total)
+        return xp.where(k > 1, h, xp.zeros_like(h))
+
     def cross_entropy_exact(self, other: MixedDirichlet, *, symmetric: bool | None = None) -> Array:
         r"""Direct-sum cross-entropy :math:`H_\oplus(p, q) = -E_p \log q(Y)` (nats).
 
