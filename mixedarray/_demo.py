@@ -92,6 +92,24 @@ def _distributions(convert: Callable[[np.ndarray], Any]) -> list[tuple[str, Any,
         ),
         ("MaxEntMixed K=4", ma.MaxEntMixed(4, like=like), ma.MaxEntMixed(4, 1, like=like)),
         (
+            "MixedDirichlet K=4",
+            ma.MixedDirichlet(
+                convert(np.array([0.5, -1.0, 2.0, 0.0])), convert(np.array([0.7, 1.5, 2.0, 0.3]))
+            ),
+            ma.MaxEntMixed(4, like=like),
+        ),
+        ("HardConcrete", ma.HardConcrete(convert(np.array(0.3))), ma.MaxEntMixed(2, like=like)),
+        (
+            "KDHardConcrete K=3",
+            ma.KDHardConcrete(convert(np.array([0.2, -0.3, 0.1])), 0.7),
+            ma.MaxEntMixed(3, like=like),
+        ),
+        (
+            "GumbelSoftmax K=3",
+            ma.GumbelSoftmax(convert(np.array([0.2, -0.3, 0.1])), 0.7),
+            ma.MaxEntMixed(3, like=like),
+        ),
+        (
             "NonEmptyBernoulli K=4",
             ma.NonEmptyBernoulli(convert(np.array([0.5, -1.0, 2.0, 0.0]))),
             ma.NonEmptyBernoulli(convert(np.zeros(4))),
@@ -128,22 +146,34 @@ def _distribution_tour(backends: list[tuple[str, Callable[[np.ndarray], Any]]], 
         print(f"  on {name}:")
         for label, d, reference in _distributions(convert):
             y = _to_numpy(d.sample(seed, (n,)))
-            try:
-                exact = ma.entropy(d, method="exact")
-            except NotImplementedError:
-                exact = None
-            mc = ma.entropy(d, method="mc", rng=seed + 1, num_samples=n, return_stderr=True)
-            kl_mc = ma.kl_divergence(
-                d, reference, method="mc", rng=seed + 2, num_samples=n, return_stderr=True
-            )
-            try:
-                kl_exact = ma.kl_divergence(d, reference, method="exact")
-            except NotImplementedError:
-                kl_exact = None
             print(f"    {label:<22} {_face_shares(y)}")
-            print(f"    {'':<22} {_estimate_line('H', exact, mc)}")
             kl_name = "KL to " + type(reference).__name__
-            print(f"    {'':<22} {_estimate_line(kl_name, kl_exact, kl_mc)}")
+            for what, compute in (
+                (
+                    "H",
+                    lambda method, rng, d=d: ma.entropy(
+                        d, method=method, rng=rng, num_samples=n, return_stderr=True
+                    ),
+                ),
+                (
+                    kl_name,
+                    lambda method, rng, d=d, r=reference: ma.kl_divergence(
+                        d, r, method=method, rng=rng, num_samples=n, return_stderr=True
+                    ),
+                ),
+            ):
+                print(f"    {'':<22} {_information_line(what, compute, seed)}")
+
+
+def _information_line(what: str, compute: Callable[[str, int], Any], seed: int) -> str:
+    try:
+        exact = compute("exact", None).value
+    except NotImplementedError:
+        exact = None
+    try:
+        return _estimate_line(what, exact, compute("mc", seed + 1))
+    except NotImplementedError:
+        return f"{what}: no tractable density (sampling only)"
 
 
 def run(seed: int = 0) -> None:
