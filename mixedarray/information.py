@@ -198,6 +198,20 @@ def kl_divergence(
     returns ``inf`` as soon as one sample lands there.
     """
     _check_pair(p, q)
+    if method != "exact" and type(q) is type(p) and hasattr(p, "conditional_kl_divergence"):
+        # Rao–Blackwellised: exact KL of the faces plus Monte Carlo over faces of the
+        # closed-form KL of the conditionals.
+        value = _exact_or_none(lambda: _kl_exact(p, q)) if method == "auto" else None
+        if value is not None:
+            return _result(p, value, return_stderr)
+        if rng is None or num_samples is None:
+            return _resolve("KL divergence", p, None, None, method, rng, num_samples, False)
+        faces_of = p.face_distribution
+        inner = expectation(
+            lambda masks: p.conditional_kl_divergence(q, masks), faces_of, rng, num_samples
+        )
+        head = faces_of.kl_divergence_exact(q.face_distribution)
+        return _result(p, Estimate(head + inner.value, inner.stderr), return_stderr)
     return _resolve(
         "KL divergence",
         p,

@@ -153,3 +153,19 @@ def test_mixed_dirichlet_entropy_is_rao_blackwellised(backend):
     assert abs(value - exact) <= 4.5 * stderr
     assert abs(value - (exact + 10 * stderr)) > 4.5 * stderr
     assert stderr < float(to_numpy(plain.stderr))
+
+
+def test_mixed_dirichlet_kl_is_rao_blackwellised(backend):
+    """MC KL = exact face KL + mean of the closed-form Dirichlet KL over faces of p."""
+    p = ma.MixedDirichlet(from_numpy(backend, np.array([0.5, -1.0, 2.0, 0.0])),
+                          from_numpy(backend, np.array([0.7, 1.5, 2.0, 0.3])))
+    q = ma.MixedDirichlet(from_numpy(backend, np.array([0.1, 0.2, -0.3, 0.4])),
+                          from_numpy(backend, np.array([1.0, 0.5, 1.2, 2.0])))
+    n = 40_000 if library_of(backend) == "numpy" else 10_000
+    exact = float(to_numpy(ma.kl_divergence(p, q)))
+    rb = ma.kl_divergence(p, q, method="mc", rng=5, num_samples=n, return_stderr=True)
+    plain = ma.expectation(lambda y: p.log_prob(y) - q.log_prob(y), p, 5, n)
+    value, stderr = float(to_numpy(rb.value)), float(to_numpy(rb.stderr))
+    assert abs(value - exact) <= 4.5 * stderr
+    assert abs(value - (exact + 10 * stderr)) > 4.5 * stderr
+    assert stderr < float(to_numpy(plain.stderr))

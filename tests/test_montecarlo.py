@@ -73,3 +73,12 @@ def test_functional_sample(backend):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ma.expectation(lambda y: y[..., 0], ma.MaxEntMixed(2), 0, **kwargs)
+
+
+def test_progress_bar_is_optional(capsys):
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the progress bar is untested")
+    d = ma.MaxEntMixed(3)
+    quiet = ma.expectation(lambda y: y[..., 0], d, 0, 1_000, chunk_size=250)
+    shown = ma.expectation(lambda y: y[..., 0], d, 0, 1_000, chunk_size=250, progress=True)
+    assert float(quiet.value) == float(shown.value)
+    assert "Monte Carlo" in capsys.readouterr().err

@@ -109,6 +109,9 @@ class GaussianSparsemax(Distribution):
         return self._rsample(rng, sample_shape)
 
     def _log_prob(self, y: Array) -> Array:
+        if self.num_vertices == 2:  # closed form of the bit (paper-notes §6)
+            mu, s = density.bit_parameters(self.loc, self.scale)
+            return density.log_prob_k2(mu, s, y[..., 0])
         return density.log_prob(self.loc, self.scale, y, num_nodes=self.num_nodes)
 
     def _face_log_prob(self, mask: Array) -> Array:
@@ -125,7 +128,7 @@ class GaussianSparsemax(Distribution):
             size > 0, size, xp.ones_like(size)
         )
         vertex = xp.where(size > 0, vertex, xp.full_like(vertex, 1.0 / self.num_vertices))
-        log_vertex = density.log_prob(self.loc, self.scale, vertex, num_nodes=self.num_nodes)
+        log_vertex = self._log_prob(vertex)
         size = size[..., 0]
         if self.num_vertices == 2:
             log_vertex = xp.where(size == 2, self._log_edge_k2(), log_vertex)
@@ -136,11 +139,11 @@ class GaussianSparsemax(Distribution):
     def _log_edge_k2(self) -> Array:
         """``log P(0 < Y₁ < 1) = log(1 − P(Y = e₁) − P(Y = e₂))`` for K = 2."""
         xp = self._xp
-        eye = xp.eye(2, dtype=self.dtype, device=self.device)
-        vertices = density.log_prob(
-            self.loc[..., None, :], self.scale[..., None, :], eye, num_nodes=self.num_nodes
-        )
-        return xp.log1p(-xp.sum(xp.exp(vertices), axis=-1))
+        mu, s = density.bit_parameters(self.loc, self.scale)
+        zero, one = xp.zeros_like(mu), xp.ones_like(mu)
+        p0 = xp.exp(density.log_prob_k2(mu, s, zero))
+        p1 = xp.exp(density.log_prob_k2(mu, s, one))
+        return xp.log1p(-(p0 + p1))
 
 
 def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
