@@ -147,7 +147,10 @@ def _cross_entropy_exact(p: Any, q: Any) -> Array:
 def _kl_exact(p: Any, q: Any) -> Array:
     if type(q) is type(p) and hasattr(p, "kl_divergence_exact"):
         return p.kl_divergence_exact(q)
-    return _cross_entropy_exact(p, q) - p.entropy_exact()
+    entropy_exact = getattr(p, "entropy_exact", None)
+    if entropy_exact is None:
+        raise NotImplementedError
+    return _cross_entropy_exact(p, q) - entropy_exact()
 
 
 def _check_pair(p: Any, q: Any) -> None:

@@ -169,3 +169,17 @@ def test_mixed_dirichlet_kl_is_rao_blackwellised(backend):
     assert abs(value - exact) <= 4.5 * stderr
     assert abs(value - (exact + 10 * stderr)) > 4.5 * stderr
     assert stderr < float(to_numpy(plain.stderr))
+
+
+def test_kl_without_an_exact_entropy_falls_back_to_monte_carlo():
+    """p with closed-form face sizes but no exact entropy: 'exact' says so, 'auto' estimates."""
+
+    class SizesOnly(ma.MaxEntMixed):
+        entropy_exact = None  # as if the entropy had no closed form
+
+    p, q = SizesOnly(3), ma.MaxEntMixed(3, 1)
+    with pytest.raises(NotImplementedError, match="Monte Carlo"):
+        ma.kl_divergence(p, q, method="exact")
+    est = ma.kl_divergence(p, q, rng=0, num_samples=20_000, return_stderr=True)
+    exact = float(ma.kl_divergence(ma.MaxEntMixed(3), q))
+    assert abs(float(est.value) - exact) <= 4.5 * float(est.stderr)
