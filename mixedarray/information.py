@@ -52,11 +52,28 @@ def _result(d: Any, value: Array | Estimate, return_stderr: bool) -> Array | Est
     return Estimate(value, d._xp.zeros_like(value)) if return_stderr else value
 
 
+def _plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[Any, int], Estimate]:
+    """The Monte Carlo estimator ``mean of integrand(Y)``, ``Y ~ d``."""
+    return lambda rng, num_samples: expectation(integrand, d, rng, num_samples)
+
+
+def _rao_blackwellised(
+    exact_head: Callable[[], Array], integrand: Callable[[Array], Array], faces_of: Any
+) -> Callable[[Any, int], Estimate]:
+    """``exact_head() + mean of integrand(F)``, ``F ~ faces_of``: Monte Carlo only over faces."""
+
+    def estimate(rng: Any, num_samples: int) -> Estimate:
+        inner = expectation(integrand, faces_of, rng, num_samples)
+        return Estimate(exact_head() + inner.value, inner.stderr)
+
+    return estimate
+
+
 def _resolve(
     what: str,
     d: Any,
     exact: Callable[[], Array] | None,
-    integrand: Callable[[Array], Array],
+    monte_carlo: Callable[[Any, int], Estimate],
     method: str,
     rng: Any,
     num_samples: int | None,
@@ -78,7 +95,7 @@ def _resolve(
             f"{reason}: Monte Carlo needs rng (the framework's generator, a key or an int "
             "seed) and num_samples"
         )
-    return _result(d, expectation(integrand, d, rng, num_samples), return_stderr)
+    return _result(d, monte_carlo(rng, num_samples), return_stderr)
 
 
 def _mean_dim(d: Any) -> Array:
@@ -99,10 +116,6 @@ def _mean_dim(d: Any) -> Array:
     return xp.sum(probs * k, axis=-1)
 
 
-def _dim(y: Array) -> Array:
-    return faces.dim(y)
-
-
 def entropy(
     d: Any,
     *,
@@ -117,21 +130,13 @@ def entropy(
     Monte Carlo estimate is Rao–Blackwellised: exact ``H(F)`` plus an average of ``h_F`` over
     sampled faces, which has a lower variance than ``−log p(Y)``.
     """
-    exact = getattr(d, "entropy_exact", None)
-    if method != "exact" and hasattr(d, "conditional_entropy"):
-        # Rao–Blackwellised: exact H(F) plus Monte Carlo over faces of the closed-form h_f.
+    if hasattr(d, "conditional_entropy"):
         faces_of = d.face_distribution
-        value = _exact_or_none(exact) if method == "auto" and exact is not None else None
-        if value is not None:
-            return _result(d, value, return_stderr)
-        if rng is None or num_samples is None:
-            return _resolve("entropy", d, None, None, method, rng, num_samples, return_stderr)
-        inner = expectation(d.conditional_entropy, faces_of, rng, num_samples)
-        head = faces_of.entropy_exact()
-        return _result(d, Estimate(head + inner.value, inner.stderr), return_stderr)
-    return _resolve(
-        "entropy", d, exact, lambda y: -d.log_prob(y), method, rng, num_samples, return_stderr
-    )
+        monte_carlo = _rao_blackwellised(faces_of.entropy_exact, d.conditional_entropy, faces_of)
+    else:
+        monte_carlo = _plain(d, lambda y: -d.log_prob(y))
+    exact = getattr(d, "entropy_exact", None)
+    return _resolve("entropy", d, exact, monte_carlo, method, rng, num_samples, return_stderr)
 
 
 def _cross_entropy_exact(p: Any, q: Any) -> Array:
@@ -178,7 +183,7 @@ def cross_entropy(
         "cross-entropy",
         p,
         lambda: _cross_entropy_exact(p, q),
-        lambda y: -q.log_prob(y),
+        _plain(p, lambda y: -q.log_prob(y)),
         method,
         rng,
         num_samples,
@@ -201,25 +206,20 @@ def kl_divergence(
     returns ``inf`` as soon as one sample lands there.
     """
     _check_pair(p, q)
-    if method != "exact" and type(q) is type(p) and hasattr(p, "conditional_kl_divergence"):
-        # Rao–Blackwellised: exact KL of the faces plus Monte Carlo over faces of the
-        # closed-form KL of the conditionals.
-        value = _exact_or_none(lambda: _kl_exact(p, q)) if method == "auto" else None
-        if value is not None:
-            return _result(p, value, return_stderr)
-        if rng is None or num_samples is None:
-            return _resolve("KL divergence", p, None, None, method, rng, num_samples, False)
+    if type(q) is type(p) and hasattr(p, "conditional_kl_divergence"):
         faces_of = p.face_distribution
-        inner = expectation(
-            lambda masks: p.conditional_kl_divergence(q, masks), faces_of, rng, num_samples
+        monte_carlo = _rao_blackwellised(
+            lambda: faces_of.kl_divergence_exact(q.face_distribution),
+            lambda masks: p.conditional_kl_divergence(q, masks),
+            faces_of,
         )
-        head = faces_of.kl_divergence_exact(q.face_distribution)
-        return _result(p, Estimate(head + inner.value, inner.stderr), return_stderr)
+    else:
+        monte_carlo = _plain(p, lambda y: p.log_prob(y) - q.log_prob(y))
     return _resolve(
         "KL divergence",
         p,
         lambda: _kl_exact(p, q),
-        lambda y: p.log_prob(y) - q.log_prob(y),
+        monte_carlo,
         method,
         rng,
         num_samples,
@@ -248,14 +248,14 @@ def code_length(
         return d.entropy_exact() / math.log(2) + bits * _mean_dim(d)
 
     def integrand(y: Array) -> Array:
-        return -d.log_prob(y) / math.log(2) + bits * d._xp.astype(_dim(y), d.dtype)
+        return -d.log_prob(y) / math.log(2) + bits * d._xp.astype(faces.dim(y), d.dtype)
 
     has_exact = hasattr(d, "entropy_exact")
     return _resolve(
         "code length",
         d,
         exact if has_exact else None,
-        integrand,
+        _plain(d, integrand),
         method,
         rng,
         num_samples,
