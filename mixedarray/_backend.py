@@ -224,6 +224,19 @@ def lookup_rule(library: str, name: str) -> Callable[..., Any] | None:
     return _RULES.get((library, name))
 
 
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of ``shapes`` by the array API's rules; ``ValueError`` if there is none."""
+    rank = max((len(s) for s in shapes), default=0)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for sizes in zip(*padded, strict=True):
+        big = {s for s in sizes if s != 1}
+        if len(big) > 1:
+            raise ValueError(f"shapes {', '.join(map(str, shapes))} do not broadcast together")
+        out.append(big.pop() if big else 1)
+    return tuple(out)
+
+
 def eager_while_loop(cond: Callable[[Any], Any], body: Callable[[Any], Any], state: Any) -> Any:
     """``while cond(state): state = body(state)`` for eager arrays (one host read per step)."""
     while bool(cond(state)):

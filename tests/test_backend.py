@@ -127,3 +127,10 @@ def test_newton_eager_equals_reference(cpu_backend, name):
         slow = projections.reference(name, xp, x)
         assert np.array_equal(to_numpy(fast) > 0, to_numpy(slow) > 0)
         np.testing.assert_allclose(to_numpy(fast), to_numpy(slow), atol=1e-12)
+
+
+def test_broadcast_shapes():
+    assert _backend.broadcast_shapes((3, 1), (4,), ()) == (3, 4)
+    assert _backend.broadcast_shapes() == ()
+    with pytest.raises(ValueError, match=r"\(3,\), \(4,\) do not broadcast"):
+        _backend.broadcast_shapes((3,), (4,))

@@ -71,11 +71,13 @@ class GaussianSparsemax(Distribution):
             scale = xp.full_like(loc, float(scale))
         elif scale.dtype != dtype:
             scale = xp.astype(scale, dtype)
-        if not _broadcastable(tuple(loc.shape), tuple(scale.shape)):
+        try:
+            _backend.broadcast_shapes(tuple(loc.shape), tuple(scale.shape))
+        except ValueError:
             raise ValueError(
                 f"scale of shape {tuple(scale.shape)} does not broadcast against loc of shape "
                 f"{tuple(loc.shape)}"
-            )
+            ) from None
         loc, scale = xp.broadcast_arrays(loc, scale)
         self.loc, self.scale, self.num_nodes = loc, scale, num_nodes
         super().__init__(
@@ -144,7 +146,3 @@ class GaussianSparsemax(Distribution):
         p0 = xp.exp(density.log_prob_k2(mu, s, zero))
         p1 = xp.exp(density.log_prob_k2(mu, s, one))
         return xp.log1p(-(p0 + p1))
-
-
-def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return all(x == y or 1 in (x, y) for x, y in zip(reversed(a), reversed(b), strict=False))

@@ -58,18 +58,6 @@ def _composite_legendre(panels: int, per_panel: int) -> tuple[tuple[float, ...],
     return tuple(float(v) for v in nodes), tuple(float(v) for v in weights)
 
 
-def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    n = max(len(s) for s in shapes)
-    padded = [(1,) * (n - len(s)) + tuple(s) for s in shapes]
-    out = []
-    for sizes in zip(*padded, strict=True):
-        big = {s for s in sizes if s != 1}
-        if len(big) > 1:
-            raise ValueError(f"parameter shapes {shapes} do not broadcast together")
-        out.append(big.pop() if big else 1)
-    return tuple(out)
-
-
 def as_parameter(xp: Any, value: Any, like: Array, dtype: Any, name: str) -> Array:
     """A float or array parameter as an array of ``like``'s library, in ``dtype``."""
     if isinstance(value, bool):
@@ -139,7 +127,9 @@ class HardConcrete(Distribution):
                 if bad:
                     raise ValueError(_MESSAGES[name] + f", got {value!r}")
         arrays = {n: as_parameter(xp, v, logits, dtype, n) for n, v in params.items()}
-        shape = _broadcast(tuple(logits.shape), *(tuple(a.shape) for a in arrays.values()))
+        shape = _backend.broadcast_shapes(
+            tuple(logits.shape), *(tuple(a.shape) for a in arrays.values())
+        )
         self.logits = xp.broadcast_to(logits, shape)
         self.temperature = xp.broadcast_to(arrays["temperature"], shape)
         self.low = xp.broadcast_to(arrays["low"], shape)

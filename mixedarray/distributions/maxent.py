@@ -144,7 +144,7 @@ class MaxEntMixed(Distribution):
         empty = xp.full_like(value, -math.inf)
         value = xp.where(k > 0, value, empty)
         shape = tuple(value.shape)
-        target = _broadcast(shape, self.batch_shape)
+        target = _backend.broadcast_shapes(shape, self.batch_shape)
         return xp.broadcast_to(value, target) if target != shape else value
 
     def _log_prob(self, y: Array) -> Array:
@@ -171,9 +171,3 @@ class MaxEntMixed(Distribution):
 
     def _rsample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
         return self._sample(rng, sample_shape)
-
-
-def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    return tuple(max(x, y) for x, y in zip(a, b, strict=True))

@@ -103,11 +103,13 @@ class MixedDirichlet(Distribution):
             _backend.compute_dtype(xp, face_logits.dtype, name="face_logits"),
             _backend.compute_dtype(xp, concentration.dtype, name="concentration"),
         )
-        if not _broadcastable(tuple(face_logits.shape), tuple(concentration.shape)):
+        try:
+            _backend.broadcast_shapes(tuple(face_logits.shape), tuple(concentration.shape))
+        except ValueError:
             raise ValueError(
                 f"concentration of shape {tuple(concentration.shape)} does not broadcast "
                 f"against face_logits of shape {tuple(face_logits.shape)}"
-            )
+            ) from None
         face_logits = face_logits if face_logits.dtype == dtype else xp.astype(face_logits, dtype)
         if concentration.dtype != dtype:
             concentration = xp.astype(concentration, dtype)
@@ -366,10 +368,7 @@ class MixedDirichlet(Distribution):
                 f"other has K = {other.num_vertices} vertices, this distribution K = "
                 f"{self.num_vertices}"
             )
-        if not _broadcastable(self.batch_shape, other.batch_shape):
-            raise ValueError(
-                f"batch shapes {self.batch_shape} and {other.batch_shape} do not broadcast"
-            )
+        _backend.broadcast_shapes(self.batch_shape, other.batch_shape)
         xp = self._xp
         dtype = xp.result_type(self.dtype, other.dtype)
         arrays = [
@@ -506,7 +505,3 @@ def _too_large(what: str, K: int) -> str:
         "num_samples=...)), or exact face terms plus a Monte Carlo average over sampled faces "
         "of the closed-form Dirichlet term"
     )
-
-
-def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return all(x == y or 1 in (x, y) for x, y in zip(reversed(a), reversed(b), strict=False))

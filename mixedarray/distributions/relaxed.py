@@ -32,7 +32,7 @@ from typing import Any
 from mixedarray import _backend, random
 from mixedarray._backend import array_namespace
 from mixedarray.distributions.base import Distribution
-from mixedarray.distributions.hard_concrete import HardConcrete, _broadcast, as_parameter
+from mixedarray.distributions.hard_concrete import HardConcrete, as_parameter
 from mixedarray.projections import softmax, sparsemax
 
 __all__ = ["GumbelSoftmax", "KDHardConcrete"]
@@ -70,7 +70,7 @@ def _prepare(
     dtype = _backend.compute_dtype(xp, logits.dtype, name="logits")
     logits = logits if logits.dtype == dtype else xp.astype(logits, dtype)
     temperature = as_parameter(xp, temperature, logits, dtype, "temperature")
-    batch = _broadcast(tuple(logits.shape[:-1]), tuple(temperature.shape))
+    batch = _backend.broadcast_shapes(tuple(logits.shape[:-1]), tuple(temperature.shape))
     return (
         xp,
         xp.broadcast_to(logits, (*batch, logits.shape[-1])),
@@ -229,7 +229,7 @@ class KDHardConcrete(Distribution):
             raise ValueError(f"scale must be > 1 (λ ≤ 1 never leaves ri Δ), got {scale!r}")
         xp, logits, temperature = _prepare(logits, temperature, validate_args)
         scale = as_parameter(xp, scale, logits, logits.dtype, "scale")
-        batch = _broadcast(tuple(temperature.shape), tuple(scale.shape))
+        batch = _backend.broadcast_shapes(tuple(temperature.shape), tuple(scale.shape))
         K = logits.shape[-1]
         self.logits = xp.broadcast_to(logits, (*batch, K))
         self.temperature = xp.broadcast_to(temperature, batch)
