@@ -23,9 +23,12 @@ __all__ = [
     "device",
     "host_float",
     "is_floating",
+    "is_traced",
     "library_name",
+    "load_adapter",
     "lookup_rule",
     "register_rule",
+    "stop_gradient",
     "values_are_checkable",
 ]
 
@@ -171,6 +174,49 @@ def values_are_checkable(*arrays: Array) -> bool:
     return True
 
 
+def _torch_is_traced(x: Array) -> bool:
+    import torch
+
+    if torch.compiler.is_compiling():
+        return True
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is None:  # pragma: no cover - very old torch
+        return False
+    return bool(functorch.is_batchedtensor(x)) or (
+        bool(functorch.is_functorch_wrapped_tensor(x)) and _torch_wrapped_is_batched(x, functorch)
+    )
+
+
+def is_traced(*arrays: Array) -> bool:
+    """Whether any of ``arrays`` is abstract: a JAX tracer, or a torch tensor seen by
+    ``torch.compile`` or ``torch.func.vmap``.  Its values cannot be read at all, so even
+    ``validate_args=True`` skips value checks on it."""
+    for x in arrays:
+        if x is None or type(x) in _PYTHON_SCALARS:
+            continue
+        name = library_name(x)
+        if name == "torch" and _torch_is_traced(x):
+            return True
+        if name == "jax":
+            import jax
+
+            if isinstance(x, jax.core.Tracer):
+                return True
+    return False
+
+
+def stop_gradient(x: Array) -> Array:
+    """``x`` with its gradient stopped (``detach`` on torch, ``lax.stop_gradient`` on JAX)."""
+    name = library_name(x)
+    if name == "torch":
+        return x.detach()
+    if name == "jax":
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    return x
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry of per-framework rules (custom derivatives, fast paths), filled lazily by adapters.
 
@@ -210,17 +256,21 @@ def register_rule(library: str, name: str) -> Callable[[Callable[..., Any]], Cal
     return decorate
 
 
-def lookup_rule(library: str, name: str) -> Callable[..., Any] | None:
-    """The rule registered for ``(library, name)``, importing that library's adapter once.
+def load_adapter(library: str) -> None:
+    """Import ``library``'s adapter once, if ``library`` itself is already imported.
 
-    The adapter is imported only if the library itself is already imported (an array of it
-    exists), so looking up a rule never imports a framework.
+    So loading never imports a framework the caller has not imported.
     """
-    if library not in _LOADED:
+    if library not in _LOADED and library in sys.modules:
         _LOADED.add(library)
         load = _ADAPTERS.get(library)
-        if load is not None and library in sys.modules:
+        if load is not None:
             load()
+
+
+def lookup_rule(library: str, name: str) -> Callable[..., Any] | None:
+    """The rule registered for ``(library, name)``, importing that library's adapter once."""
+    load_adapter(library)
     return _RULES.get((library, name))
 
 

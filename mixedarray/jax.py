@@ -1,4 +1,4 @@
-"""JAX adapter: ``jax.custom_jvp`` rules for the projections.
+"""JAX adapter: ``jax.custom_jvp`` rules for the projections, and pytree registration.
 
 Imported lazily by :func:`mixedarray._backend.lookup_rule` the first time a JAX array reaches a
 projection, so ``import mixedarray`` never imports JAX.  The forward maps are the
@@ -6,6 +6,11 @@ standard-API code of :mod:`mixedarray.projections` (sparsemax and 1.5-entmax by 
 Newton threshold solver inside ``jax.lax.while_loop``); the derivatives are the closed-form
 JVPs there, linear in the tangent, so JAX transposes them for reverse mode.  Everything works
 under ``jit``, ``vmap``, ``grad``, ``jacfwd``/``jacrev`` and higher orders.
+
+Every distribution class is registered as a pytree here (its array parameters are the
+leaves), so distributions pass into and out of ``jit``, ``vmap``, ``grad`` and ``lax`` control
+flow.  Registration happens when this module is imported: the first time a distribution is
+built while JAX is imported, or a JAX array reaches a projection.
 """
 
 from __future__ import annotations
@@ -91,3 +96,41 @@ def entmax(z: jax.Array, alpha: Any, n_iter: int) -> jax.Array:
     if isinstance(alpha, float):
         alpha = jnp.full((*z.shape[:-1], 1), alpha, dtype=z.dtype)
     return _entmax(z, jnp.broadcast_to(alpha, (*z.shape[:-1], 1)), n_iter)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pytrees: every distribution, its array parameters as leaves (named by attribute), static
+# configuration, K and validate_args as auxiliary data.
+
+
+def register_pytree(cls: type) -> None:
+    """Register the distribution class ``cls`` (and nothing else) as a JAX pytree, once."""
+    if cls in _PYTREES:
+        return
+    _PYTREES.add(cls)
+    keys = tuple(jax.tree_util.GetAttrKey(name) for name in cls.parameter_names)
+
+    def flatten_with_keys(d: Any) -> tuple:
+        leaves, aux = d.tree_flatten()
+        return tuple(zip(keys, leaves, strict=True)), aux
+
+    jax.tree_util.register_pytree_with_keys(
+        cls, flatten_with_keys, cls.tree_unflatten, flatten_func=lambda d: d.tree_flatten()
+    )
+
+
+_PYTREES: set[type] = set()
+
+
+def _register_all() -> None:
+    from mixedarray.distributions import Distribution
+
+    pending = [Distribution]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls is not Distribution:
+            register_pytree(cls)
+
+
+_register_all()

@@ -13,7 +13,9 @@ parameters                ``rng``
 NumPy                     ``numpy.random.Generator`` or an int seed
 array-api-strict          ``numpy.random.Generator`` or an int seed (drawn with NumPy, then
                           ``array_api_strict.asarray(..., device=like.device)``)
-PyTorch                   ``torch.Generator`` on the parameters' device, or an int seed
+PyTorch                   ``torch.Generator`` on the parameters' device, an int seed, or
+                          ``None``: torch's global generator (``torch.manual_seed``), as
+                          ``torch.distributions`` uses, and the form ``torch.compile`` traces
 JAX                       a PRNG key, typed (``jax.random.key``) or legacy uint32
                           (``jax.random.PRNGKey``), or an int seed
 CuPy                      ``cupy.random.Generator`` or an int seed
@@ -27,8 +29,8 @@ generators (NumPy, CuPy, PyTorch) advance with every draw; a JAX key is used as 
 key gives the same numbers: use :func:`split` to get independent keys for independent draws.
 
 A generator of another library than the parameters' is a ``TypeError`` naming both; anything
-else (``None``, a float, ``numpy.random.RandomState``, ...) is a ``TypeError`` listing the
-accepted forms.
+else (``None`` except for PyTorch, a float, ``numpy.random.RandomState``, ...) is a
+``TypeError`` listing the accepted forms.
 
 dtypes: the result has ``dtype`` if given, else ``like``'s dtype if it is a real floating dtype,
 else the library's default real floating dtype.  float16 and bfloat16 are drawn in float32 and
@@ -80,6 +82,10 @@ class _Library:
     def from_seed(self, seed: int, like: Array) -> RNG:
         """A fresh generator seeded with ``seed``, for parameters like ``like``."""
         raise NotImplementedError
+
+    def accepts_global(self) -> bool:
+        """Whether ``rng=None`` means the library's global generator."""
+        return False
 
     def check(self, rng: RNG, like: Array) -> None:
         """Raise if ``rng`` cannot draw for ``like`` (e.g. it lives on another device)."""
@@ -190,6 +196,9 @@ class _Torch(_Library):
 
         return isinstance(rng, torch.Generator)
 
+    def accepts_global(self) -> bool:
+        return True
+
     def from_seed(self, seed: int, like: Array) -> RNG:
         import torch
 
@@ -208,6 +217,8 @@ class _Torch(_Library):
         return dev.type, index
 
     def check(self, rng: RNG, like: Array) -> None:
+        if rng is None:  # the global generator of the parameters' device
+            return
         if self._normalized(rng.device) != self._normalized(like.device):
             raise ValueError(
                 f"rng is a torch.Generator on device {rng.device} but the parameters are on "
@@ -355,7 +366,7 @@ def _generator(rng: RNG, lib: _Library, like: Array) -> RNG:
         if not 0 <= seed < _MAX_SEED:
             raise ValueError(f"rng: an int seed must satisfy 0 <= seed < 2**63, got {seed}")
         return lib.from_seed(seed, like)
-    if lib.is_generator(rng):
+    if lib.is_generator(rng) or (rng is None and lib.accepts_global()):
         lib.check(rng, like)
         return rng
     for other in _LIBRARIES.values():

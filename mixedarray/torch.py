@@ -18,6 +18,7 @@ everything else uses the standard-API reference, which ``torch.compile`` traces.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import array_api_compat.torch as xp
@@ -206,3 +207,145 @@ def entmax(z: torch.Tensor, alpha: Any, n_iter: int) -> torch.Tensor:
         alpha = torch.full((1,) * z.ndim, alpha, dtype=z.dtype, device=z.device)
     function = _EntmaxTraceable if torch.compiler.is_compiling() else _Entmax
     return function.apply(z, alpha, n_iter)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.distributions interop.  A distribution built from torch tensors is an instance of a
+# subclass made here that also derives from torch.distributions.Distribution; every method
+# still runs the one array-API implementation.
+
+
+def _constraints() -> dict[str, dict[str, Any]]:
+    c = torch.distributions.constraints
+    positive_vector = c.independent(c.positive, 1)
+    return {
+        "GaussianSparsemax": {"loc": c.real_vector, "scale": positive_vector},
+        "MixedDirichlet": {"face_logits": c.real_vector, "concentration": positive_vector},
+        "NonEmptyBernoulli": {"face_logits": c.real_vector},
+        "MaxEntMixed": {"log_size_probs": c.real_vector},
+        "HardConcrete": {
+            "logits": c.real,
+            "temperature": c.positive,
+            "low": c.less_than(0.0),
+            "high": c.greater_than(1.0),
+        },
+        "GumbelSoftmax": {"logits": c.real_vector, "temperature": c.positive},
+        "KDHardConcrete": {
+            "logits": c.real_vector,
+            "temperature": c.positive,
+            "scale": c.greater_than(1.0),
+        },
+    }
+
+
+def _sampling_arguments(args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    """``(rng, sample_shape)`` from torch-style or mixedarray-style arguments.
+
+    torch style: ``sample()``, ``sample(sample_shape)``, ``sample(sample_shape=...)`` (torch's
+    global generator); mixedarray style: ``sample(rng, sample_shape=())``.
+    """
+    rng = kwargs.pop("rng", None)
+    sample_shape = kwargs.pop("sample_shape", ())
+    if kwargs:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+    if len(args) > 2:
+        raise TypeError(f"expected at most 2 positional arguments, got {len(args)}")
+    if args and isinstance(args[0], (tuple, list, torch.Size)):
+        if len(args) > 1:
+            raise TypeError("sample(sample_shape) takes no second positional argument")
+        return rng, args[0]
+    if args:
+        rng = args[0]
+    if len(args) > 1:
+        sample_shape = args[1]
+    return rng, sample_shape
+
+
+class _TorchDistribution:
+    """What a ``torch.distributions.Distribution`` offers, delegating to mixedarray."""
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return torch.Size(self._batch_shape)
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return torch.Size((self._num_vertices,))
+
+    @property
+    def _event_shape(self) -> torch.Size:  # read by torch's _extended_shape
+        return self.event_shape
+
+    @property
+    def arg_constraints(self) -> dict[str, Any]:
+        return _constraints().get(type(self).__name__, {})
+
+    @property
+    def support(self) -> Any:
+        from mixedarray.distributions import NonEmptyBernoulli
+
+        c = torch.distributions.constraints
+        # NonEmptyBernoulli draws face masks; every other distribution draws simplex points.
+        return c.independent(c.boolean, 1) if isinstance(self, NonEmptyBernoulli) else c.simplex
+
+    def sample(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``sample(sample_shape=())`` with torch's global generator, or ``sample(rng, shape)``."""
+        return super().sample(*_sampling_arguments(args, kwargs))
+
+    def rsample(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """As :meth:`sample`, with a pathwise gradient."""
+        return super().rsample(*_sampling_arguments(args, kwargs))
+
+    def entropy(self) -> torch.Tensor:
+        """The exact direct-sum entropy (``NotImplementedError`` where there is none)."""
+        from mixedarray.information import entropy
+
+        return entropy(self, method="exact")
+
+
+_TORCH_CLASSES: dict[type, type] = {}
+
+
+def torch_class(cls: type) -> type:
+    """The subclass of ``cls`` that is also a ``torch.distributions.Distribution``.
+
+    Made once per class; those of the library's own distributions are attributes of this
+    module (``mixedarray.torch.MixedDirichlet``, ...), so their instances pickle.
+    """
+    if issubclass(cls, torch.distributions.Distribution):
+        return cls
+    made = _TORCH_CLASSES.get(cls)
+    if made is None:
+        # torch's Distribution.__init__ is never run: mixedarray's __init__ sets the state.
+        made = type(
+            cls.__name__,
+            (_TorchDistribution, cls, torch.distributions.Distribution),
+            {"__module__": __name__, "__qualname__": cls.__name__, "__doc__": cls.__doc__},
+        )
+        _TORCH_CLASSES[cls] = made
+        if getattr(sys.modules[cls.__module__], cls.__name__, None) is cls:
+            globals().setdefault(cls.__name__, made)
+    return made
+
+
+def _register_kl() -> None:
+    """``torch.distributions.kl_divergence`` for every pair with an exact direct-sum KL."""
+    from mixedarray import distributions as ds
+    from mixedarray.information import kl_divergence
+
+    def exact(p: Any, q: Any) -> torch.Tensor:
+        return kl_divergence(p, q, method="exact")
+
+    same = (ds.MixedDirichlet, ds.NonEmptyBernoulli)
+    to_maxent = (
+        ds.GaussianSparsemax,  # K = 2
+        ds.MixedDirichlet,
+        ds.MaxEntMixed,
+        ds.HardConcrete,
+        ds.KDHardConcrete,  # K = 2
+    )
+    for p, q in [(c, c) for c in same] + [(c, ds.MaxEntMixed) for c in to_maxent]:
+        torch.distributions.kl.register_kl(p, q)(exact)
+
+
+_register_kl()

@@ -256,10 +256,28 @@ def test_generator_of_another_library_is_a_type_error(backend):
 )
 def test_bad_rng_types(backend, rng):
     like = _like(backend)
+    if rng is None and library_of(backend) == "torch":
+        pytest.skip("None is torch's global generator (test_torch_none_is_the_global_generator)")
     with pytest.raises(TypeError, match=r"rng must be .*int seed"):
         mr.normal(rng, 3, like=like)
     with pytest.raises(TypeError, match="rng must be"):
         mr.gamma(rng, from_numpy(backend, np.ones(3)))
+
+
+def test_torch_none_is_the_global_generator(backend):
+    if library_of(backend) != "torch":
+        pytest.skip("rng=None means a global generator only for torch")
+    import torch
+
+    like = _like(backend)
+    torch.manual_seed(123)
+    first = to_numpy(mr.normal(None, 4, like=like))
+    gamma_first = to_numpy(mr.gamma(None, from_numpy(backend, np.ones(4))))
+    torch.manual_seed(123)
+    np.testing.assert_array_equal(to_numpy(mr.normal(None, 4, like=like)), first)
+    gamma_again = to_numpy(mr.gamma(None, from_numpy(backend, np.ones(4))))
+    np.testing.assert_array_equal(gamma_again, gamma_first)
+    assert not np.array_equal(to_numpy(mr.normal(None, 4, like=like)), first)
 
 
 def test_bad_seed_values(backend):

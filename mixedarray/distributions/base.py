@@ -6,15 +6,27 @@ with respect to the direct-sum measure :math:`\mu_\oplus` (Lebesgue measure in f
 coordinates on each face, counting measure on vertices; paper-notes §2), so
 ``log p(y) = log P(F = supp y) + log p(y | F)``.
 
-Subclasses declare ``parameter_names`` (their array parameters, the leaves a pytree
-registration will use) and ``static_names`` (configuration such as ``K`` or ``bits``), and
-implement ``_sample`` (and ``_rsample`` when a pathwise gradient exists), ``_log_prob`` and
-``_face_log_prob``; the public methods here check shapes and, under validation, values.
+Subclasses declare ``parameter_names`` (their array parameters, all broadcast to the full batch
+shape), ``parameter_event_ndims`` (how many trailing axes of each parameter are not batch
+axes) and ``static_names`` (configuration such as ``K`` or ``bits``), and implement ``_sample``
+(and ``_rsample`` when a pathwise gradient exists), ``_log_prob`` and ``_face_log_prob``; the
+public methods here check shapes and, under validation, values.
+
+Framework citizenship comes from these declarations alone, through the adapters:
+
+* JAX: every distribution is a pytree (parameters are leaves; static fields, ``K`` and
+  ``validate_args`` are auxiliary data), registered by :mod:`mixedarray.jax` the first time a
+  distribution is built while JAX is imported — ``import mixedarray`` never imports JAX.
+* PyTorch: a distribution built from torch tensors is an instance of a subclass that is also a
+  ``torch.distributions.Distribution`` (made by :mod:`mixedarray.torch`), so it works where
+  torch code expects one.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from typing import Any, ClassVar
 
 from mixedarray import _backend
@@ -36,6 +48,10 @@ def _shape(shape: Any, name: str) -> tuple[int, ...]:
     return shape
 
 
+def _any_torch(*groups: Any) -> bool:
+    return any(type(a).__module__.startswith("torch") for group in groups for a in group)
+
+
 class Distribution:
     """A distribution on the probability simplex over the last axis.
 
@@ -50,8 +66,22 @@ class Distribution:
     """
 
     parameter_names: ClassVar[tuple[str, ...]] = ()
+    parameter_event_ndims: ClassVar[tuple[int, ...]] = ()
     static_names: ClassVar[tuple[str, ...]] = ()
     has_rsample: ClassVar[bool] = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Distribution:
+        # Built from torch tensors: the subclass that is also a torch Distribution.
+        if "torch" in sys.modules and _any_torch(args, kwargs.values()):
+            from mixedarray import torch as torch_adapter
+
+            cls = torch_adapter.torch_class(cls)
+        return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "mixedarray.jax" in sys.modules:
+            sys.modules["mixedarray.jax"].register_pytree(cls)
 
     def __init__(
         self,
@@ -70,6 +100,82 @@ class Distribution:
             parameters = [getattr(self, name) for name in self.parameter_names]
             validate_args = _backend.values_are_checkable(like, *parameters)
         self.validate_args = bool(validate_args)
+        if "jax" in sys.modules:
+            _backend.load_adapter("jax")  # registers the pytrees
+
+    # -- state rebuilt from parameters (pytree unflattening, expand) ----------------------------
+
+    @functools.cached_property
+    def _like(self) -> Array:
+        return getattr(self, self.parameter_names[0])
+
+    @functools.cached_property
+    def _xp(self) -> Any:
+        return _backend.array_namespace(self._like)
+
+    @functools.cached_property
+    def _batch_shape(self) -> tuple[int, ...]:
+        shape = tuple(self._like.shape)
+        return shape[: len(shape) - self.parameter_event_ndims[0]]
+
+    def tree_flatten(self) -> tuple[tuple[Array, ...], tuple[Any, ...]]:
+        """``(parameters, (static values, K, validate_args))``: the pytree view."""
+        parameters = tuple(getattr(self, name) for name in self.parameter_names)
+        statics = tuple(getattr(self, name) for name in self.static_names)
+        return parameters, (statics, self._num_vertices, self.validate_args)
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple[Any, ...], parameters: Any) -> Distribution:
+        """Rebuild from :meth:`tree_flatten`'s output without re-running ``__init__``.
+
+        The parameters may be anything (tracers, batched arrays, JAX's placeholder objects):
+        shapes and namespaces are derived from them lazily, on first use.
+        """
+        statics, num_vertices, validate_args = aux
+        self = object.__new__(cls)
+        self.__dict__.update(zip(cls.parameter_names, parameters, strict=True))
+        self.__dict__.update(zip(cls.static_names, statics, strict=True))
+        self._num_vertices = num_vertices
+        self.validate_args = validate_args
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The namespace (a module) is not picklable; it is derived again on first use.
+        state = dict(self.__dict__)
+        state.pop("_xp", None)
+        return state
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> Distribution:
+        """The same distribution broadcast to ``batch_shape`` (views, no copies).
+
+        As ``torch.distributions.Distribution.expand``: axes of size 1 and new leading axes
+        may grow; the parameters are broadcast, not copied.
+        """
+        batch_shape = _shape(batch_shape, "batch_shape")
+        try:
+            grown = _backend.broadcast_shapes(self.batch_shape, batch_shape)
+        except ValueError:
+            grown = None
+        if grown != batch_shape:
+            raise ValueError(
+                f"batch_shape {batch_shape} cannot be reached by broadcasting the current "
+                f"batch_shape {self.batch_shape}"
+            )
+        xp = self._xp
+        parameters, aux = self.tree_flatten()
+        expanded = []
+        for value, event_ndim in zip(parameters, self.parameter_event_ndims, strict=True):
+            event = tuple(value.shape)[len(value.shape) - event_ndim :]
+            expanded.append(xp.broadcast_to(value, (*batch_shape, *event)))
+        return type(self).tree_unflatten(aux, expanded)
+
+    def _checks_values(self, *arrays: Array) -> bool:
+        """Whether value checks run now: ``validate_args``, and neither ``arrays`` nor the
+        parameters are abstract (traced values cannot be read, even when checks are forced)."""
+        if not self.validate_args:
+            return False
+        parameters = [getattr(self, name) for name in self.parameter_names]
+        return not _backend.is_traced(*arrays, *parameters)
 
     # -- shapes ---------------------------------------------------------------------------------
 
@@ -110,7 +216,7 @@ class Distribution:
         ``torch.Generator``, a JAX key) or an int seed; see :mod:`mixedarray.random`.
         """
         shape = _shape(sample_shape, "sample_shape")
-        return self._stop_gradient(self._sample(rng, shape))
+        return _backend.stop_gradient(self._sample(rng, shape))
 
     def rsample(self, rng: Any, sample_shape: Any = ()) -> Array:
         """Draw points with a pathwise gradient w.r.t. the parameters (torch, JAX).
@@ -128,7 +234,7 @@ class Distribution:
     def log_prob(self, y: Array) -> Array:
         """Log density of ``y`` w.r.t. the direct-sum measure, shape ``sample + batch``."""
         self._check_event(y, "y")
-        if self.validate_args:
+        if self._checks_values(y):
             self._check_on_simplex(y)
         return self._log_prob(y)
 
@@ -154,16 +260,6 @@ class Distribution:
         raise NotImplementedError
 
     # -- helpers for subclasses -----------------------------------------------------------------
-
-    def _stop_gradient(self, x: Array) -> Array:
-        name = _backend.library_name(x)
-        if name == "torch":
-            return x.detach()
-        if name == "jax":
-            import jax
-
-            return jax.lax.stop_gradient(x)
-        return x
 
     def _check_event(self, x: Array, name: str) -> None:
         if _backend.library_name(x) != _backend.library_name(self._like):

@@ -49,6 +49,7 @@ class GaussianSparsemax(Distribution):
     """
 
     parameter_names = ("loc", "scale")
+    parameter_event_ndims = (1, 1)
     static_names = ("num_nodes",)
     has_rsample = True
 
@@ -87,7 +88,7 @@ class GaussianSparsemax(Distribution):
             num_vertices=loc.shape[-1],
             validate_args=validate_args,
         )
-        if self.validate_args:
+        if self._checks_values():
             if not bool(xp.all(xp.isfinite(loc))):
                 raise ValueError("loc must be finite")
             if not bool(xp.all(xp.isfinite(scale) & (scale > 0))):
@@ -119,7 +120,7 @@ class GaussianSparsemax(Distribution):
     def _face_log_prob(self, mask: Array) -> Array:
         xp = self._xp
         size = xp.sum(xp.astype(mask, self.dtype), axis=-1, keepdims=True)
-        if self.validate_args and self.num_vertices > 2 and bool(xp.any(size > 1)):
+        if self._checks_values(mask) and self.num_vertices > 2 and bool(xp.any(size > 1)):
             raise NotImplementedError(
                 "GaussianSparsemax.face_log_prob is exact only for vertices (and for K = 2); "
                 "estimate the probability of a larger face by Monte Carlo, as its frequency "

@@ -31,8 +31,8 @@ from mixedarray._backend import (
     compute_dtype,
     device,
     is_floating,
-    library_name,
 )
+from mixedarray._backend import stop_gradient as _stop_gradient
 from mixedarray._special import log_ndtr, ndtr
 
 __all__ = [
@@ -83,18 +83,6 @@ def gauss_hermite(num_nodes: int, xp: Any, dtype: Any, device: Any = None) -> tu
         xp.asarray(list(nodes), dtype=dtype, device=device),
         xp.asarray(list(log_weights), dtype=dtype, device=device),
     )
-
-
-def _stop_gradient(x: Array) -> Array:
-    """``x`` with its gradient stopped: ``detach`` on torch, ``lax.stop_gradient`` on JAX."""
-    library = library_name(x)
-    if library == "torch":
-        return x.detach()
-    if library == "jax":
-        import jax
-
-        return jax.lax.stop_gradient(x)
-    return x
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class HardConcrete(Distribution):
     """
 
     parameter_names = ("logits", "temperature", "low", "high")
+    parameter_event_ndims = (0, 0, 0, 0)
     has_rsample = True
 
     def __init__(
@@ -141,7 +142,7 @@ class HardConcrete(Distribution):
             num_vertices=2,
             validate_args=validate_args,
         )
-        if self.validate_args:
+        if self._checks_values():
             if bool(xp.any(xp.isnan(self.logits))):
                 raise ValueError("logits contains NaN")
             checks = {

@@ -19,6 +19,7 @@ that prior is *not* the maximum-entropy distribution (4.56 nats instead of 5.09 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -70,10 +71,14 @@ class MaxEntMixed(Distribution):
     ``log_prob(y) = N (|supp y| − 1) ln 2 − log Z``; ``face_log_prob(f) = N dim f ln 2 −
     log (dim f)! − log Z``.  Sampling draws the face size from :math:`P(|F| = k)`, a uniformly
     random face of that size (ranks of uniform keys), and a uniform point of that face
-    (normalised exponentials: Dirichlet(1)).  There are no parameters, so ``rsample`` is
-    ``sample``.
+    (normalised exponentials: Dirichlet(1)).  There are no free parameters, so ``rsample`` is
+    ``sample``; the array attribute ``log_size_probs`` (:math:`\log P(|F| = k)`, k = 1..K,
+    shape ``batch_shape + (K,)``, a function of ``K`` and ``bits``) carries the dtype and
+    device, and is the pytree leaf.
     """
 
+    parameter_names = ("log_size_probs",)
+    parameter_event_ndims = (1,)
     static_names = ("K", "bits")
     has_rsample = True
 
@@ -98,30 +103,35 @@ class MaxEntMixed(Distribution):
             like = np_xp.zeros((), dtype=np_xp.float64)
         xp = array_namespace(like)
         dtype = _backend.compute_dtype(xp, like.dtype, name="like")
-        like = xp.zeros((), dtype=dtype, device=_backend.device(like))
         self.K = K
         self.bits = float(bits)
         log_weights = _log_size_weights(K, self.bits)
-        self._log_normalizer = _logsumexp(log_weights)
-        self._log_size_probs = xp.asarray(
+        log_size_probs = xp.asarray(
             [w - self._log_normalizer for w in log_weights],
             dtype=dtype,
             device=_backend.device(like),
         )
+        # log P(|F| = k), k = 1..K: the one array "parameter" (a leaf of the pytree view).
+        self.log_size_probs = xp.broadcast_to(log_size_probs, (*tuple(batch_shape), K))
         super().__init__(
             xp=xp,
-            like=like,
+            like=self.log_size_probs,
             batch_shape=tuple(batch_shape),
             num_vertices=K,
             validate_args=validate_args,
         )
+
+    @functools.cached_property
+    def _log_normalizer(self) -> float:
+        """``log Z = log Σ_k C(K, k) 2^{N(k−1)}``, a host constant of ``K`` and ``bits``."""
+        return _logsumexp(_log_size_weights(self.K, self.bits))
 
     # -- closed forms ---------------------------------------------------------------------------
 
     def size_probs(self) -> Array:
         """``P(|F| = k)`` for k = 1..K, shape ``batch_shape + (K,)``."""
         xp = self._xp
-        return xp.broadcast_to(xp.exp(self._log_size_probs), (*self.batch_shape, self.K))
+        return xp.exp(self.log_size_probs)
 
     def mean_dim(self) -> Array:
         """``E[dim F] = Σ_k P(|F| = k)(k − 1)``, shape ``batch_shape``."""
@@ -160,7 +170,7 @@ class MaxEntMixed(Distribution):
         xp, like = self._xp, self._like
         shape = (*sample_shape, *self.batch_shape, self.K)
         rng_size, rng_face, rng_point = random.split(rng, 3, like=like)
-        scores = self._log_size_probs + random.gumbel(rng_size, shape, like=like)
+        scores = self.log_size_probs + random.gumbel(rng_size, shape, like=like)
         size = xp.argmax(scores, axis=-1, keepdims=True) + 1
         keys = random.uniform(rng_face, shape, like=like)
         ranks = xp.argsort(xp.argsort(keys, axis=-1), axis=-1)

@@ -84,6 +84,7 @@ class MixedDirichlet(Distribution):
     """
 
     parameter_names = ("face_logits", "concentration")
+    parameter_event_ndims = (1, 1)
     has_rsample = True
 
     def __init__(
@@ -126,7 +127,7 @@ class MixedDirichlet(Distribution):
             num_vertices=face_logits.shape[-1],
             validate_args=validate_args,
         )
-        if self.validate_args:
+        if self._checks_values():
             if bool(xp.any(xp.isnan(face_logits))):
                 raise ValueError("face_logits contains NaN")
             if not bool(xp.all(xp.isfinite(concentration) & (concentration > 0))):
@@ -168,14 +169,14 @@ class MixedDirichlet(Distribution):
         return self._draw(
             rng,
             sample_shape,
-            self._stop_gradient(self.face_logits),
-            self._stop_gradient(self.concentration),
+            _backend.stop_gradient(self.face_logits),
+            _backend.stop_gradient(self.concentration),
         )
 
     def _rsample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
         # The face is drawn without gradient (discrete); the point on it is pathwise in α.
         return self._draw(
-            rng, sample_shape, self._stop_gradient(self.face_logits), self.concentration
+            rng, sample_shape, _backend.stop_gradient(self.face_logits), self.concentration
         )
 
     # -- densities ------------------------------------------------------------------------------
@@ -387,7 +388,7 @@ class MixedDirichlet(Distribution):
                 raise NotImplementedError(_too_large(what, K))
             return bool(symmetric)
         differentiable = any(bool(getattr(x, "requires_grad", False)) for x in (alpha, beta))
-        checkable = self.validate_args or _backend.values_are_checkable(alpha, beta)
+        checkable = self._checks_values(alpha, beta) or _backend.values_are_checkable(alpha, beta)
         if checkable and not (differentiable and K <= MAX_ENUMERATED_K):
             equal = xp.logical_and(xp.all(alpha == alpha[..., :1]), xp.all(beta == beta[..., :1]))
             if bool(equal):

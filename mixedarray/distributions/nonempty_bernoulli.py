@@ -39,6 +39,7 @@ class NonEmptyBernoulli(Distribution):
     """
 
     parameter_names = ("face_logits",)
+    parameter_event_ndims = (1,)
 
     def __init__(self, face_logits: Array, *, validate_args: bool | None = None) -> None:
         xp = array_namespace(face_logits)
@@ -57,7 +58,7 @@ class NonEmptyBernoulli(Distribution):
             num_vertices=face_logits.shape[-1],
             validate_args=validate_args,
         )
-        if self.validate_args and bool(xp.any(xp.isnan(face_logits))):
+        if self._checks_values() and bool(xp.any(xp.isnan(face_logits))):
             raise ValueError("face_logits contains NaN")
 
     # -- closed forms ---------------------------------------------------------------------------

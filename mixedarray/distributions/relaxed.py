@@ -26,6 +26,7 @@ K > 2 it has no tractable density.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -103,6 +104,7 @@ class GumbelSoftmax(Distribution):
     """
 
     parameter_names = ("logits", "temperature")
+    parameter_event_ndims = (1, 0)
     static_names = ("hard",)
     has_rsample = True
 
@@ -125,7 +127,7 @@ class GumbelSoftmax(Distribution):
             num_vertices=logits.shape[-1],
             validate_args=validate_args,
         )
-        if self.validate_args:
+        if self._checks_values():
             _check_logits(xp, logits)
             if not bool(xp.all(temperature > 0)):
                 raise ValueError("temperature must be > 0")
@@ -151,7 +153,7 @@ class GumbelSoftmax(Distribution):
         vertices = xp.arange(self.num_vertices, device=self.device)
         one_hot = xp.astype(vertices == xp.astype(index, vertices.dtype), soft.dtype)
         # Forward: exactly one_hot (soft - soft == 0); gradient: that of the relaxed sample.
-        return one_hot + (soft - self._stop_gradient(soft))
+        return one_hot + (soft - _backend.stop_gradient(soft))
 
     def _sample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
         return self._rsample(rng, sample_shape)
@@ -215,6 +217,7 @@ class KDHardConcrete(Distribution):
     """
 
     parameter_names = ("logits", "temperature", "scale")
+    parameter_event_ndims = (1, 0, 0)
     has_rsample = True
 
     def __init__(
@@ -241,13 +244,16 @@ class KDHardConcrete(Distribution):
             num_vertices=K,
             validate_args=validate_args,
         )
-        if self.validate_args:
+        if self._checks_values():
             _check_logits(xp, self.logits)
             if not bool(xp.all(self.temperature > 0)):
                 raise ValueError("temperature must be > 0")
             if not bool(xp.all(self.scale > 1)):
                 raise ValueError("scale must be > 1 (λ ≤ 1 never leaves ri Δ)")
-        self._relaxed = GumbelSoftmax(self.logits, self.temperature, validate_args=False)
+
+    @functools.cached_property
+    def _gumbel_softmax(self) -> GumbelSoftmax:
+        return GumbelSoftmax(self.logits, self.temperature, validate_args=False)
 
     def as_hard_concrete(self) -> HardConcrete:
         """For K = 2: the equal :class:`HardConcrete` (log α = ℓ₁ − ℓ₂, β = τ, γ, ζ = ∓(λ∓1)/2)."""
@@ -279,7 +285,7 @@ class KDHardConcrete(Distribution):
     # -- distribution API -----------------------------------------------------------------------
 
     def _rsample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
-        soft = self._relaxed._rsample(rng, sample_shape)
+        soft = self._gumbel_softmax._rsample(rng, sample_shape)
         return sparsemax(self.scale[..., None] * soft, validate_args=False)
 
     def _sample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
