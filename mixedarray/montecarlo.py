@@ -41,6 +41,21 @@ def _accumulation_dtype(xp: Any, like: Array) -> Any:
     return xp.float64 if "float64" in supported else like.dtype
 
 
+def _chunk_sizes(num_samples: int, chunk_size: int | None, elements_per_sample: int) -> list[int]:
+    """Sizes of the chunks that draw ``num_samples`` (about 4M elements each by default)."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+    if chunk_size is None:
+        chunk_size = max(1, _CHUNK_ELEMENTS // max(1, elements_per_sample))
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    chunk_size = min(chunk_size, num_samples)
+    sizes = [chunk_size] * (num_samples // chunk_size)
+    if num_samples % chunk_size:
+        sizes.append(num_samples % chunk_size)
+    return sizes
+
+
 def expectation(
     fn: Callable[[Array], Array],
     d: Any,
@@ -76,18 +91,8 @@ def expectation(
         ``value`` = the sample mean, ``stderr`` = sample standard deviation / √n, both of
         shape ``batch_shape``, in the distribution's library, dtype and device.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
     xp, like = d._xp, d._like
-    per_sample = max(1, math.prod(d.batch_shape) * d.num_vertices)
-    if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // per_sample)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    chunk_size = min(chunk_size, num_samples)
-    sizes = [chunk_size] * (num_samples // chunk_size)
-    if num_samples % chunk_size:
-        sizes.append(num_samples % chunk_size)
+    sizes = _chunk_sizes(num_samples, chunk_size, math.prod(d.batch_shape) * d.num_vertices)
     draw = d.rsample if reparameterized else d.sample
     keys = random.split(rng, len(sizes), like=like)
     accumulate = _accumulation_dtype(xp, like)
