@@ -18,6 +18,7 @@ from mixedarray.distributions import (
     MixedDirichlet,
     NonEmptyBernoulli,
 )
+from mixedarray.gradients import expectation_surrogate, score_function_surrogate
 from mixedarray.information import code_length, cross_entropy, entropy, kl_divergence
 from mixedarray.montecarlo import Estimate, expectation, sample
 from mixedarray.projections import entmax, entmax15, softmax, sparsemax
@@ -41,10 +42,12 @@ __all__ = [
     "entmax15",
     "entropy",
     "expectation",
+    "expectation_surrogate",
     "faces",
     "kl_divergence",
     "random",
     "sample",
+    "score_function_surrogate",
     "softmax",
     "sparsemax",
 ]
