@@ -56,7 +56,6 @@ from typing import Any, Literal
 
 from mixedarray import _backend, faces
 from mixedarray._backend import array_namespace
-from mixedarray.distributions.mixed_dirichlet import MixedDirichlet
 
 __all__ = ["expectation_surrogate", "score_function_surrogate"]
 
@@ -68,16 +67,6 @@ _BASELINES = ("leave-one-out", "self-critic", None)
 _SCORES = ("auto", "face", "log_prob", None)
 
 
-def _stop_gradient(x: Array) -> Array:
-    """``x`` as a constant for automatic differentiation (torch, JAX); the identity elsewhere."""
-    name = _backend.library_name(x)
-    if name == "torch":
-        return x.detach()
-    if name == "jax":
-        import jax
-
-        return jax.lax.stop_gradient(x)
-    return x
 
 
 def _check_baseline(baseline: Any) -> None:
@@ -92,17 +81,17 @@ def _score_term(
 ) -> Array:
     """Zero in value; gradient ``mean_s (r_s − b_s) ∇ log q(f_s)`` along ``axis``."""
     num = log_prob.shape[axis]
-    reward = _stop_gradient(reward)
+    reward = _backend.stop_gradient(reward)
     if loo:
         # r_s − mean_{s'≠s} r_{s'} = S/(S−1)·(r_s − mean_{s'} r_{s'})
         mean = xp.mean(reward, axis=axis, keepdims=True)
         advantage = (reward - mean) * (num / (num - 1))
     elif baseline_value is not None:
-        advantage = reward - _stop_gradient(baseline_value)
+        advantage = reward - _backend.stop_gradient(baseline_value)
     else:
         advantage = reward
     score = xp.mean(advantage * log_prob, axis=axis)
-    return score - _stop_gradient(score)
+    return score - _backend.stop_gradient(score)
 
 
 def score_function_surrogate(
@@ -219,7 +208,8 @@ def _resolve_score(d: Any, score: Any) -> Any:
     if score not in _SCORES:
         raise ValueError(f"score must be one of 'auto', 'face', 'log_prob' or None, got {score!r}")
     if score == "auto":
-        if isinstance(d, MixedDirichlet):
+        # A face drawn as a discrete variable gets no pathwise gradient: score it.
+        if d.has_rsample and d.has_discrete_face:
             return "face"
         return None if d.has_rsample else "log_prob"
     if score in ("face", None) and not d.has_rsample:
@@ -281,7 +271,8 @@ def expectation_surrogate(
           variance than a pathwise gradient.
         * ``None``: ``y = d.rsample(...)`` and no score term (fully pathwise samplers, e.g.
           Gaussian-Sparsemax, with ``fn`` continuous in ``y``; see the module's caveat).
-        * ``"auto"``: ``"face"`` for a ``MixedDirichlet``, ``None`` for other distributions
+        * ``"auto"``: ``"face"`` where ``rsample`` draws the face as a discrete variable
+          (``d.has_discrete_face``: ``MixedDirichlet``), ``None`` for other distributions
           with a pathwise sampler, ``"log_prob"`` for those without one
           (:class:`~mixedarray.NonEmptyBernoulli`, whose points are masks).
 
@@ -327,7 +318,7 @@ def expectation_surrogate(
         )
     baseline_reward = None
     if draws == 2:
-        baseline_reward = xp.mean(_stop_gradient(values[num:, ...]), axis=0)
+        baseline_reward = xp.mean(_backend.stop_gradient(values[num:, ...]), axis=0)
         values, y = values[:num, ...], y[:num, ...]
     if score is None:
         return xp.mean(values, axis=0)

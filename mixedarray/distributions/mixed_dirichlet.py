@@ -86,6 +86,7 @@ class MixedDirichlet(Distribution):
     parameter_names = ("face_logits", "concentration")
     parameter_event_ndims = (1, 1)
     has_rsample = True
+    has_discrete_face = True
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ class NonEmptyBernoulli(Distribution):
 
     parameter_names = ("face_logits",)
     parameter_event_ndims = (1,)
+    has_discrete_face = True
 
     def __init__(self, face_logits: Array, *, validate_args: bool | None = None) -> None:
         xp = array_namespace(face_logits)
