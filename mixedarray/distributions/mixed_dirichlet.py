@@ -72,9 +72,11 @@ class MixedDirichlet(Distribution):
 
     ``rsample`` is pathwise w.r.t. ``concentration`` only (through the implicit
     reparameterisation of the Gamma draws on PyTorch and JAX).  The face is discrete and has
-    no pathwise gradient: differentiate ``E[g(Y)]`` w.r.t. ``face_logits`` with the score
-    function, ``∇_η log P_F(f) = f − m`` (``m = self.face_distribution.marginals()``), e.g.
-    ``(g(y) − b)·∇_η face_log_prob(supp y)``.
+    no pathwise gradient: ``face_logits`` get none from ``rsample``.  Differentiate
+    ``E[g(Y)]`` w.r.t. ``face_logits`` with the score function, ``∇_η log P_F(f) = f − m``
+    (``m = self.face_distribution.marginals()``): :func:`mixedarray.expectation_surrogate`
+    (:mod:`mixedarray.gradients`) builds the unbiased estimator, pathwise for ``Y | F`` plus
+    ``(g(y) − b)·∇_η face_log_prob(supp y)`` with a leave-one-out or self-critic baseline.
 
     Sampling works in log space, ``log G = log G' + log(U)/α`` with ``G' ~ Gamma(α + 1)`` and
     ``U ~ U(0, 1)`` (so ``G ~ Gamma(α)``), ``Y_f = softmax(log G_f)``, with on-face entries
