@@ -235,12 +235,19 @@ def _load_numpy_fast_paths() -> None:
     cpu_threshold.register_numpy_rules()
 
 
+def _load_cupy_fast_paths() -> None:
+    from mixedarray._native import cuda_threshold
+
+    cuda_threshold.register_cupy_rules()
+
+
 # Plain import statements rather than importlib, so that a first call traced by torch.compile
 # (which refuses to trace importlib) can still load the adapter.
 _ADAPTERS = {
     "numpy": _load_numpy_fast_paths,
     "torch": _load_torch_adapter,
     "jax": _load_jax_adapter,
+    "cupy": _load_cupy_fast_paths,
 }
 _RULES: dict[tuple[str, str], Callable[..., Any]] = {}
 _LOADED: set[str] = set()

@@ -14,7 +14,10 @@ them.  Every estimate is a frequency :math:`\hat p` with standard error
 :math:`\sqrt n`, as :func:`~mixedarray.montecarlo.expectation` reports).
 
 Distributions whose face has its own sampler (MixedDirichlet's ``face_distribution``) draw the
-faces alone; the others draw points and take their support.
+faces alone; the others draw points and take their support.  A GaussianSparsemax on torch or
+CuPy CUDA arrays (K ≤ 128, ``table=False``) takes a fused kernel instead
+(:mod:`mixedarray._native.cuda_faces`): one launch per chunk draws, projects and counts, with
+no array of draws in memory; its chunks default to 2**26 draws per batch member.
 """
 
 from __future__ import annotations
@@ -54,6 +57,23 @@ class FaceStatistics(NamedTuple):
     marginals: Estimate
     face_probs: Estimate | None
     num_samples: int
+
+
+def _fused(d: Any, table: bool) -> bool:
+    """Whether the fused CUDA kernel counts ``d``'s faces (GaussianSparsemax on torch/CuPy GPUs)."""
+    if _backend.library_name(d._like) not in ("torch", "cupy"):
+        return False  # decided without importing anything
+    from mixedarray._native import cuda_faces
+
+    return cuda_faces.applicable(d, table)
+
+
+def _fused_counts(
+    d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
+) -> tuple[Array, Array]:
+    from mixedarray._native import cuda_faces
+
+    return cuda_faces.face_counts(d, rng, num_samples, chunk_size, progress)
 
 
 def _face_sampler(d: Any) -> Any:
@@ -110,7 +130,8 @@ def face_statistics(
     table : bool, default False
         Also estimate :math:`P(F = f)` for all :math:`2^K - 1` faces (K ≤ 20).
     chunk_size : int, optional
-        Draws per chunk; by default about 4 million elements (draws × batch × K).
+        Draws per chunk; by default about 4 million elements (draws × batch × K).  On the
+        fused CUDA path, draws per batch member and launch (default 2**26).
     progress : bool, default False
         Show a ``tqdm`` progress bar over chunks.
 
@@ -135,6 +156,14 @@ def face_statistics(
     K = d.num_vertices
     per_sample = max(1, math.prod(d.batch_shape) * K)
     sizes = _chunk_sizes(num_samples, chunk_size, per_sample)
+    if _fused(d, table):
+        size_counts, marginal_counts = _fused_counts(d, rng, num_samples, chunk_size, progress)
+        return FaceStatistics(
+            size_probs=_frequencies(xp, size_counts, num_samples, d.dtype),
+            marginals=_frequencies(xp, marginal_counts, num_samples, d.dtype),
+            face_probs=None,
+            num_samples=num_samples,
+        )
     keys = random.split(rng, len(sizes), like=like)
     accumulate = _accumulation_dtype(xp, like)
     device = _backend.device(like)

@@ -48,7 +48,7 @@ from typing import Any
 
 from mixedarray._backend import array_namespace, compute_dtype, is_floating, library_name
 
-__all__ = ["gamma", "gumbel", "normal", "split", "uniform"]
+__all__ = ["gamma", "gumbel", "normal", "seeds", "split", "uniform"]
 
 Array = Any
 RNG = Any
@@ -621,3 +621,72 @@ def split(rng: RNG, n: int, *, like: Array) -> tuple[RNG, ...]:
     array_namespace(like)
     lib = _library(like)
     return lib.split(_generator(rng, lib, like), n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds for fused kernels.
+
+
+def _seed_words(lib: _Library, gen: RNG, shape: tuple[int, ...], like: Array) -> Array:
+    """Uniform int32 words in [0, 2**31) of ``shape``, drawn by ``lib`` on ``like``'s device."""
+    high = 2**31
+    if lib.name in ("numpy", "array_api_strict"):
+        import numpy as np
+
+        return lib._wrap(gen.integers(0, high, size=shape, dtype=np.int32), like)
+    if lib.name == "torch":
+        import torch
+
+        draws = torch.randint(0, high, shape, generator=gen, device=like.device, dtype=torch.int64)
+        return draws.to(torch.int32)
+    if lib.name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        bits = jax.random.bits(gen, shape, dtype=jnp.uint32)
+        return lib._place(jnp.right_shift(bits, 1).astype(jnp.int32), like)
+    import cupy
+
+    # From uniform doubles (53 random bits): their top 31 bits are uniform words, and no
+    # rejection loop reads back to the host.  The clip guards generators that may return 1.
+    with like.device:
+        words = cupy.floor(gen.random(size=shape, dtype=cupy.float64) * high)
+        return cupy.clip(words, 0, high - 1).astype(cupy.int32)
+
+
+def seeds(rng: RNG, n: int, *, like: Array) -> Array:
+    """``n`` seeds for a fused kernel's own generator, drawn from ``rng`` on ``like``'s device.
+
+    A kernel that draws its noise itself (:mod:`mixedarray._native.cuda_faces`) still takes its
+    randomness from the caller's generator: one draw here per launch, and the kernel seeds its
+    per-thread generators from the result.  The seeds stay on the device (no host read, so
+    nothing synchronises); they are int32 so that every library holds them (JAX without x64
+    too): row ``i`` is two independent uniform words ``(hi, lo)`` in ``[0, 2**31)``, which the
+    kernel combines into the 62-bit seed ``hi·2**31 + lo``.  Stateful generators advance; a JAX
+    key is used as given (traceable under ``jit``).
+
+    Parameters
+    ----------
+    rng : generator, JAX key or int
+        The caller's generator (see the module docstring for the accepted forms).
+    n : int
+        How many seeds (``n >= 0``), e.g. one per launch.
+    like : array
+        An array of the parameters: its library and device decide where the seeds are made.
+
+    Returns
+    -------
+    array
+        int32 array of shape ``(n, 2)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As for :func:`normal`, and ``ValueError`` if ``n`` is negative.
+    """
+    n = operator.index(n)
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    array_namespace(like)
+    lib = _library(like)
+    return lib.finish(_seed_words(lib, _generator(rng, lib, like), (n, 2), like))

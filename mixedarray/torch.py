@@ -12,8 +12,10 @@ backward work.  Known upstream limitation: ``torch.func.jacfwd(torch.func.jacfwd
 reverse, which are exact.
 
 Forward passes: on CPU tensors, outside ``torch.compile``, sparsemax and 1.5-entmax use the
-compiled sort-free kernels of :mod:`mixedarray._native.cpu_threshold` when Numba is installed;
-everything else uses the standard-API reference, which ``torch.compile`` traces.
+compiled sort-free kernels of :mod:`mixedarray._native.cpu_threshold` when Numba is installed,
+and on CUDA tensors the Numba CUDA kernels of :mod:`mixedarray._native.cuda_threshold` when a
+GPU is usable by Numba (on torch's current stream, no copies); everything else uses the
+standard-API reference, which ``torch.compile`` traces.
 """
 
 from __future__ import annotations
@@ -45,9 +47,22 @@ def _native_cpu(*tensors: torch.Tensor) -> bool:
     )
 
 
+def _native_cuda(z: torch.Tensor) -> bool:
+    """Whether the Numba CUDA kernels may take ``z`` (a plain CUDA tensor, eager, usable GPU)."""
+    if z.device.type != "cuda":
+        return False
+    from mixedarray._native import cuda_interop
+
+    return cuda_interop.torch_tensor_ok(z) and cuda_interop.available()
+
+
 def _forward(name: str, z: torch.Tensor, alpha: Any = None, n_iter: Any = None) -> torch.Tensor:
     if name in ("sparsemax", "entmax15") and _native_cpu(z):
         return torch.from_numpy(cpu_threshold.project(name, z.detach().numpy()))
+    if name in ("sparsemax", "entmax15") and _native_cuda(z):
+        from mixedarray._native import cuda_threshold
+
+        return cuda_threshold.project(name, z)
     return projections.reference(name, xp, z, alpha, n_iter)
 
 

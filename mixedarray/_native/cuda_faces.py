@@ -1,0 +1,162 @@
+r"""Fused Gaussian-Sparsemax face statistics on CUDA arrays (torch, CuPy): draw, project, count.
+
+For :math:`Y = \operatorname{sparsemax}(Z)`, :math:`Z \sim N(\mu, \operatorname{diag}\sigma^2)`,
+one kernel launch per chunk draws every :math:`Z` in registers (xoroshiro128+ per thread, seeded
+on the device from :func:`mixedarray.random.seeds` of the caller's generator), finds the support
+of :math:`\operatorname{sparsemax}(Z)` by the reference's rule (Newton on τ over the entries
+within 1 of the maximum; gaps ≤ 4 eps are ties, outside), and adds to two count vectors per
+batch member: draws with :math:`|F| = k` and draws with :math:`i \in F`.  No array of n × K
+draws exists anywhere; the only global traffic is the counts (one atomic per counter and block).
+
+The statistics are the same random variables as the reference path of
+:func:`mixedarray.face_statistics.face_statistics` (which draws ``torch.randn``-style noise,
+projects and counts), from another stream of random numbers: they agree in distribution, not
+draw for draw.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mixedarray import _backend, random
+from mixedarray._native import cuda_interop
+
+__all__ = ["MAX_K", "applicable", "face_counts", "launch_counts"]
+
+Array = Any
+
+MAX_K = 128  # widest event handled: the draw and its candidates live in per-thread local memory
+FAST_CHUNK = 1 << 26  # draws per member and launch when the caller gives no chunk size
+_THREADS = 256
+_MAX_CHUNK = 1 << 30
+_MAX_MEMBERS = 65535  # the grid's y dimension
+
+
+def applicable(d: Any, table: bool) -> bool:
+    """Whether ``face_statistics(d, ..., table=table)`` can take the fused kernel.
+
+    A :class:`~mixedarray.distributions.GaussianSparsemax` (its own sampler) with parameters that
+    are eager float32/float64 CUDA arrays of torch or CuPy, K ≤ 128, no face table, and a usable
+    GPU.  Imports ``numba.cuda`` only once the arrays are known to be CUDA arrays.
+    """
+    from mixedarray.distributions import GaussianSparsemax
+
+    if table or not isinstance(d, GaussianSparsemax):
+        return False
+    if type(d)._rsample is not GaussianSparsemax._rsample:
+        return False  # a subclass that samples otherwise
+    if d.num_vertices > MAX_K or math.prod(d.batch_shape) > _MAX_MEMBERS:
+        return False
+    like = d._like
+    library = _backend.library_name(like)
+    if library == "torch":
+        if not cuda_interop.torch_tensor_ok(like):
+            return False
+    elif library != "cupy" or str(like.dtype) not in ("float32", "float64"):
+        return False
+    return cuda_interop.available()
+
+
+def launch_counts(
+    loc: Any,
+    scale: Any,
+    seeds: Any,
+    sizes: list[int],
+    counts: Any,
+    *,
+    stream: Any = 0,
+    device: int = 0,
+    threads: int = _THREADS,
+    blocks: int | None = None,
+    progress: Any = None,
+) -> None:
+    """Add the face counts of ``sum(sizes)`` draws per batch member to ``counts``.
+
+    Parameters
+    ----------
+    loc, scale : (B, K) float32/float64 arrays Numba accepts (device arrays; host arrays in the
+        simulator), C-contiguous.
+    seeds : int32 (len(sizes), 2) array (:func:`mixedarray.random.seeds`); launch ``i`` uses row i.
+    sizes : draws per member of each launch.
+    counts : float64 (B, 2, K), zero or a running total: row 0 counts ``|F| = k + 1``, row 1
+        counts ``k ∈ F``.
+    threads, blocks : block size and blocks per member (default: enough to fill the device).
+    progress : optional callable wrapping the launch indices (e.g. ``tqdm``).
+    """
+    from mixedarray._native import cuda_kernels
+
+    members, width = loc.shape
+    dtype = str(loc.dtype)
+    max_k = max(16, 1 << (width - 1).bit_length())
+    kernel = cuda_kernels.faces_kernel(dtype, max_k, threads)
+    tol = 4 * (2.0**-23 if dtype == "float32" else 2.0**-52)
+    if blocks is None:
+        resident = cuda_interop.multiprocessors() * (2048 // threads)
+        blocks = max(1, math.ceil(resident / members))
+    chunks = range(len(sizes)) if progress is None else progress(range(len(sizes)))
+    for i in chunks:
+        grid_x = max(1, min(blocks, math.ceil(sizes[i] / threads)))
+        cuda_interop.launch(
+            kernel,
+            (grid_x, members),
+            threads,
+            stream,
+            loc,
+            scale,
+            seeds,
+            i,
+            sizes[i],
+            tol,
+            counts,
+            device=device,
+        )
+
+
+def face_counts(
+    d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
+) -> tuple[Array, Array]:
+    """Counts of ``|F| = k`` and of ``i ∈ F`` over ``num_samples`` draws of ``d`` (float64).
+
+    Arrays of ``d``'s library and device, shape ``batch_shape + (K,)``; ``d`` must be
+    :func:`applicable`.  Launches go on the library's current stream; nothing is read back.
+    """
+    from mixedarray.montecarlo import _chunk_sizes
+
+    xp, like = d._xp, d._like
+    width = d.num_vertices
+    members = math.prod(d.batch_shape)
+    # int32 counters per block: at most 2**30 draws per member and launch.
+    sizes = _chunk_sizes(num_samples, min(chunk_size or FAST_CHUNK, _MAX_CHUNK), 1)
+    seeds = random.seeds(rng, len(sizes), like=like)
+    device = _backend.device(like)
+    counts = xp.zeros((members, 2, width), dtype=xp.float64, device=device)
+    loc = _contiguous(xp.reshape(d.loc, (members, width)))
+    scale = _contiguous(xp.reshape(d.scale, (members, width)))
+    wrap = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        def wrap(chunks: Any) -> Any:
+            return tqdm(chunks, desc="face statistics", unit="chunk")
+
+    launch_counts(
+        cuda_interop.view(loc),
+        cuda_interop.view(scale),
+        cuda_interop.view(_contiguous(seeds)),
+        sizes,
+        cuda_interop.view(counts),
+        stream=cuda_interop.stream(like),
+        device=cuda_interop.device_index(like),
+        progress=wrap,
+    )
+    shape = (*d.batch_shape, width)
+    return xp.reshape(counts[:, 0, :], shape), xp.reshape(counts[:, 1, :], shape)
+
+
+def _contiguous(x: Array) -> Array:
+    if type(x).__module__.startswith("torch"):
+        return x.detach().contiguous()
+    import cupy
+
+    return cupy.ascontiguousarray(x)
