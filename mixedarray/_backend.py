@@ -283,7 +283,8 @@ def lookup_rule(library: str, name: str) -> Callable[..., Any] | None:
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     """The broadcast of ``shapes`` by the array API's rules; ``ValueError`` if there is none."""
-    rank = max((len(s) for s in shapes), default=0)
+    # A list, not a generator with ``default=``: torch.compile traces this (no graph break).
+    rank = max([len(s) for s in shapes]) if shapes else 0
     padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
     out = []
     for sizes in zip(*padded, strict=True):

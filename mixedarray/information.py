@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from mixedarray import faces
+from mixedarray import faces, random
 from mixedarray.distributions import MaxEntMixed
 from mixedarray.montecarlo import Estimate, expectation
 
@@ -89,11 +89,12 @@ def _resolve(
             f"no exact {what} for {type(d).__name__} here; use the Monte Carlo estimator: "
             f"method='mc' (or 'auto') with rng and num_samples"
         )
-    if rng is None or num_samples is None:
+    # rng=None is torch's global generator (as torch.distributions uses); elsewhere it is missing.
+    if num_samples is None or (rng is None and not random.has_global_generator(d._like)):
         reason = "method='mc'" if method == "mc" else f"no exact {what} exists here"
         raise ValueError(
             f"{reason}: Monte Carlo needs rng (the framework's generator, a key or an int "
-            "seed) and num_samples"
+            "seed; None is torch's global generator) and num_samples"
         )
     return _result(d, monte_carlo(rng, num_samples), return_stderr)
 

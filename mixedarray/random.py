@@ -48,7 +48,7 @@ from typing import Any
 
 from mixedarray._backend import array_namespace, compute_dtype, is_floating, library_name
 
-__all__ = ["gamma", "gumbel", "normal", "seeds", "split", "uniform"]
+__all__ = ["gamma", "gumbel", "has_global_generator", "normal", "seeds", "split", "uniform"]
 
 Array = Any
 RNG = Any
@@ -353,6 +353,14 @@ def _library(like: Array) -> _Library:
             f"random draws are not supported for {name} arrays; supported: "
             "NumPy, array-api-strict, PyTorch, JAX and CuPy"
         ) from None
+
+
+def has_global_generator(like: Array) -> bool:
+    """Whether ``rng=None`` draws from the global generator of ``like``'s library (PyTorch)."""
+    try:
+        return _library(like).accepts_global()
+    except TypeError:
+        return False
 
 
 def _is_seed(rng: RNG) -> bool:

@@ -317,6 +317,10 @@ class _TorchDistribution:
 
         return entropy(self, method="exact")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By the mixedarray class, so twins of any (picklable) subclass pickle, user ones too.
+        return _rebuild, (self._mixedarray_class, self.__getstate__())
+
 
 _TORCH_CLASSES: dict[type, type] = {}
 
@@ -324,8 +328,11 @@ _TORCH_CLASSES: dict[type, type] = {}
 def torch_class(cls: type) -> type:
     """The subclass of ``cls`` that is also a ``torch.distributions.Distribution``.
 
-    Made once per class; those of the library's own distributions are attributes of this
-    module (``mixedarray.torch.MixedDirichlet``, ...), so their instances pickle.
+    Made once per class, when this adapter is imported (for every distribution class defined
+    by then) or when a subclass is defined afterwards (``Distribution.__init_subclass__``), so
+    that building a distribution inside ``torch.compile`` only looks the class up (creating a
+    class there is a graph break).  Those of the library's own distributions are also
+    attributes of this module (``mixedarray.torch.MixedDirichlet``, ...).
     """
     if issubclass(cls, torch.distributions.Distribution):
         return cls
@@ -335,12 +342,38 @@ def torch_class(cls: type) -> type:
         made = type(
             cls.__name__,
             (_TorchDistribution, cls, torch.distributions.Distribution),
-            {"__module__": __name__, "__qualname__": cls.__name__, "__doc__": cls.__doc__},
+            {
+                "__module__": __name__,
+                "__qualname__": cls.__name__,
+                "__doc__": cls.__doc__,
+                "_mixedarray_class": cls,
+            },
         )
         _TORCH_CLASSES[cls] = made
         if getattr(sys.modules[cls.__module__], cls.__name__, None) is cls:
             globals().setdefault(cls.__name__, made)
     return made
+
+
+def _rebuild(cls: type, state: dict[str, Any]) -> Any:
+    """Unpickle a torch twin: an instance of ``torch_class(cls)`` with ``state``."""
+    self = object.__new__(torch_class(cls))
+    self.__dict__.update(state)
+    return self
+
+
+def _make_all() -> None:
+    from mixedarray.distributions import Distribution
+
+    pending = [Distribution]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls is not Distribution and not issubclass(cls, torch.distributions.Distribution):
+            torch_class(cls)
+
+
+_make_all()
 
 
 def _register_kl() -> None:
@@ -364,3 +397,21 @@ def _register_kl() -> None:
 
 
 _register_kl()
+
+
+def _host_constants() -> None:
+    """Let ``torch.compile`` call the host-side quadrature tables instead of tracing them.
+
+    The tables (Gauss–Hermite, composite Gauss–Legendre) are NumPy computations of a static
+    argument: traced, they are a graph break (NumPy is skipped by Dynamo); marked as constant
+    results, Dynamo calls them at trace time and bakes the numbers into the graph.  Dynamo
+    traces through ``functools.lru_cache`` wrappers, so the wrapped function is marked.
+    """
+    from mixedarray.distributions import gaussian_sparsemax_density, hard_concrete
+
+    tables = (gaussian_sparsemax_density._gauss_hermite_table, hard_concrete._composite_legendre)
+    for table in tables:
+        torch.compiler.assume_constant_result(getattr(table, "__wrapped__", table))
+
+
+_host_constants()

@@ -15,8 +15,9 @@ public methods here check shapes and, under validation, values.
 Framework citizenship comes from these declarations alone, through the adapters:
 
 * JAX: every distribution is a pytree (parameters are leaves; static fields, ``K`` and
-  ``validate_args`` are auxiliary data), registered by :mod:`mixedarray.jax` the first time a
-  distribution is built while JAX is imported — ``import mixedarray`` never imports JAX.
+  ``validate_args`` as requested are auxiliary data), registered by :mod:`mixedarray.jax` the
+  first time a distribution is built while JAX is imported — ``import mixedarray`` never
+  imports JAX.
 * PyTorch: a distribution built from torch tensors is an instance of a subclass that is also a
   ``torch.distributions.Distribution`` (made by :mod:`mixedarray.torch`), so it works where
   torch code expects one.
@@ -24,23 +25,49 @@ Framework citizenship comes from these declarations alone, through the adapters:
 
 from __future__ import annotations
 
-import functools
 import math
+import operator
 import sys
 from typing import Any, ClassVar
 
 from mixedarray import _backend
 
-__all__ = ["Distribution"]
+__all__ = ["Distribution", "cached_property"]
 
 Array = Any
+
+
+class cached_property:
+    """``functools.cached_property`` without its lock, so ``torch.compile`` traces it.
+
+    On Python < 3.12 ``functools.cached_property.__get__`` enters an ``RLock``, which Dynamo
+    cannot trace (a graph break in every distribution built inside a compiled function).
+    Like it, this is a non-data descriptor: the value is stored in the instance's ``__dict__``
+    on first access and found there afterwards.
+    """
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.function(instance)
+        setattr(instance, self.name, value)
+        return value
 
 
 def _shape(shape: Any, name: str) -> tuple[int, ...]:
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
     try:
-        shape = tuple(int(s) for s in shape)
+        # operator.index: a float or a string is an error, not silently truncated or parsed.
+        shape = tuple(operator.index(s) for s in shape)
     except TypeError:
         raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
     if any(s < 0 for s in shape):
@@ -49,7 +76,12 @@ def _shape(shape: Any, name: str) -> tuple[int, ...]:
 
 
 def _any_torch(*groups: Any) -> bool:
-    return any(type(a).__module__.startswith("torch") for group in groups for a in group)
+    # isinstance, not the type's module name: torch.compile traces this (no graph break).
+    torch = sys.modules.get("torch")
+    tensor = getattr(torch, "Tensor", None)
+    if tensor is None:
+        return False
+    return any(isinstance(a, tensor) for group in groups for a in group)
 
 
 class Distribution:
@@ -69,19 +101,24 @@ class Distribution:
     parameter_event_ndims: ClassVar[tuple[int, ...]] = ()
     static_names: ClassVar[tuple[str, ...]] = ()
     has_rsample: ClassVar[bool] = False
+    # Whether the face is drawn as a discrete variable, apart from the continuous noise, so that
+    # rsample gives it no pathwise gradient (a score-function term is needed: gradients.py).
+    has_discrete_face: ClassVar[bool] = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Distribution:
         # Built from torch tensors: the subclass that is also a torch Distribution.
-        if "torch" in sys.modules and _any_torch(args, kwargs.values()):
-            from mixedarray import torch as torch_adapter
+        if _any_torch(args, kwargs.values()):
+            from mixedarray import torch as adapter
 
-            cls = torch_adapter.torch_class(cls)
+            cls = adapter.torch_class(cls)
         return super().__new__(cls)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "mixedarray.jax" in sys.modules:
             sys.modules["mixedarray.jax"].register_pytree(cls)
+        if "mixedarray.torch" in sys.modules:
+            sys.modules["mixedarray.torch"].torch_class(cls)  # its torch twin, made now
 
     def __init__(
         self,
@@ -96,6 +133,9 @@ class Distribution:
         self._like = like
         self._batch_shape = tuple(batch_shape)
         self._num_vertices = int(num_vertices)
+        # The request as given (None, True or False) is what the pytree view carries, so a
+        # distribution rebuilt from tracers has the same structure as one built eagerly.
+        self._validate_request = None if validate_args is None else bool(validate_args)
         if validate_args is None:
             parameters = [getattr(self, name) for name in self.parameter_names]
             validate_args = _backend.values_are_checkable(like, *parameters)
@@ -105,24 +145,39 @@ class Distribution:
 
     # -- state rebuilt from parameters (pytree unflattening, expand) ----------------------------
 
-    @functools.cached_property
+    @cached_property
     def _like(self) -> Array:
         return getattr(self, self.parameter_names[0])
 
-    @functools.cached_property
+    @cached_property
     def _xp(self) -> Any:
         return _backend.array_namespace(self._like)
 
-    @functools.cached_property
+    @cached_property
     def _batch_shape(self) -> tuple[int, ...]:
         shape = tuple(self._like.shape)
         return shape[: len(shape) - self.parameter_event_ndims[0]]
 
+    @cached_property
+    def validate_args(self) -> bool:
+        """Whether values are checked; ``None`` at construction resolves here, from the
+        parameters (see :func:`mixedarray._backend.values_are_checkable`)."""
+        if self._validate_request is not None:
+            return self._validate_request
+        parameters = [getattr(self, name) for name in self.parameter_names]
+        return _backend.values_are_checkable(*parameters)
+
     def tree_flatten(self) -> tuple[tuple[Array, ...], tuple[Any, ...]]:
-        """``(parameters, (static values, K, validate_args))``: the pytree view."""
+        """``(parameters, (static values, K, validate_args as requested))``: the pytree view.
+
+        The auxiliary data holds ``validate_args`` as it was given (``None``, ``True`` or
+        ``False``), not its resolution: ``None`` resolves to ``True`` for concrete CPU arrays
+        and to ``False`` for tracers, and the two must not differ in tree structure (``jit``
+        outputs, ``lax.scan`` carries).
+        """
         parameters = tuple(getattr(self, name) for name in self.parameter_names)
         statics = tuple(getattr(self, name) for name in self.static_names)
-        return parameters, (statics, self._num_vertices, self.validate_args)
+        return parameters, (statics, self._num_vertices, self._validate_request)
 
     @classmethod
     def tree_unflatten(cls, aux: tuple[Any, ...], parameters: Any) -> Distribution:
@@ -136,7 +191,7 @@ class Distribution:
         self.__dict__.update(zip(cls.parameter_names, parameters, strict=True))
         self.__dict__.update(zip(cls.static_names, statics, strict=True))
         self._num_vertices = num_vertices
-        self.validate_args = validate_args
+        self._validate_request = validate_args  # resolved lazily by ``validate_args``
         return self
 
     def __getstate__(self) -> dict[str, Any]:

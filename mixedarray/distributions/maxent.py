@@ -19,13 +19,12 @@ that prior is *not* the maximum-entropy distribution (4.56 nats instead of 5.09 
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 from mixedarray import _backend, _special, random
 from mixedarray._backend import array_namespace
-from mixedarray.distributions.base import Distribution
+from mixedarray.distributions.base import Distribution, cached_property
 
 __all__ = ["MaxEntMixed"]
 
@@ -121,7 +120,7 @@ class MaxEntMixed(Distribution):
             validate_args=validate_args,
         )
 
-    @functools.cached_property
+    @cached_property
     def _log_normalizer(self) -> float:
         """``log Z = log Σ_k C(K, k) 2^{N(k−1)}``, a host constant of ``K`` and ``bits``."""
         return _logsumexp(_log_size_weights(self.K, self.bits))

@@ -26,13 +26,12 @@ K > 2 it has no tractable density.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 from mixedarray import _backend, random
 from mixedarray._backend import array_namespace
-from mixedarray.distributions.base import Distribution
+from mixedarray.distributions.base import Distribution, cached_property
 from mixedarray.distributions.hard_concrete import HardConcrete, as_parameter
 from mixedarray.projections import softmax, sparsemax
 
@@ -251,7 +250,7 @@ class KDHardConcrete(Distribution):
             if not bool(xp.all(self.scale > 1)):
                 raise ValueError("scale must be > 1 (λ ≤ 1 never leaves ri Δ)")
 
-    @functools.cached_property
+    @cached_property
     def _gumbel_softmax(self) -> GumbelSoftmax:
         return GumbelSoftmax(self.logits, self.temperature, validate_args=False)
 
