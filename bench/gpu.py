@@ -1,0 +1,1040 @@
+"""mixedarray on one CUDA GPU, side by side with the peers, in one run; the table goes to
+``bench/RESULTS.md``.
+
+    python bench/gpu.py                  # the full table (a few minutes on an H100)
+    python bench/gpu.py --quick          # fewer repetitions and samples
+    python bench/gpu.py --billion        # also a real 10^9-sample face-statistics run
+    python bench/gpu.py --parts projections,faces   # a subset: projections, faces, entropy
+    python bench/gpu.py --output FILE    # write the table somewhere else
+    python bench/gpu.py --cpu-dry-run    # every code path on CPU arrays at tiny sizes; CI runs
+                                         # this to check the script; it never writes a file
+
+Without a CUDA device the script says so and exits 0 (nothing measured, nothing written).
+
+Rows (float32, inputs N(0, 1)):
+
+* projections — sparsemax 8192×1000, 65536×16, 512×65536 and 1.5-entmax 8192×1000: ours on
+  torch CUDA tensors (``ma.sparsemax(t)``) and on CuPy arrays, the peer ``entmax.sparsemax`` /
+  ``entmax.entmax15``, ``torch.softmax`` (the limit a projection can hope for) and
+  ``torch.clone`` (the copy bound).  Device time is the median over ``--repeat`` runs, each
+  after a 256 MiB write that flushes the L2 cache, timed with CUDA events (or
+  ``triton.testing.do_bench`` when Triton is installed; ``--timer``); wall time is the median of
+  synchronised calls seen from the host, and host time how long the call takes to return (the
+  Python and launch overhead).  GB/s = (bytes read + written) / device time, against the
+  ≈ 3000 GB/s an H100 copies.  Accuracy: max |ours − reference| with the standard-API
+  reference (``mixedarray.projections.reference``) run in float64 on the same device.
+* face statistics of Gaussian-Sparsemax, K = 10 and 100 — ours
+  (``mixedarray.face_statistics.face_statistics``) on CuPy and torch CUDA vs the peer pipeline
+  (``torch.randn`` + ``entmax.sparsemax`` + a histogram of face sizes, chunked), in samples/s;
+  accuracy: the largest gap between our face-size frequencies and the peer's, in combined
+  standard errors.
+* the Gaussian-Sparsemax entropy estimate (``ma.entropy(d, method="mc")``, which evaluates
+  ``log_prob`` per sample) on CuPy vs our own torch-CUDA path, with the gap between the two
+  estimates in combined standard errors.
+* ``--billion``: face statistics from 10^9 samples (K = 10) on each backend, with its time and
+  peak memory.
+
+Peak memory is the growth of ``torch.cuda.max_memory_allocated`` over the call (torch) or of
+CuPy's default memory pool (CuPy).  Nothing here is asserted: a target missed is reported in
+the table's last section, and an implementation that fails is listed with its error (the exit
+status is then 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
+
+DEFAULT_OUTPUT = HERE / "RESULTS.md"
+NOMINAL_COPY_GBPS = 3000.0  # H100 HBM3 copy rate, roughly
+L2_FLUSH_BYTES = 256 * 2**20
+MIB = 2**20
+
+PROJECTIONS = [
+    ("sparsemax", (8192, 1000)),
+    ("sparsemax", (65536, 16)),
+    ("sparsemax", (512, 65536)),
+    ("entmax15", (8192, 1000)),
+]
+DRY_SHAPES = {(8192, 1000): (8, 10), (65536, 16): (16, 4), (512, 65536): (2, 64)}
+FACE_KS = (10, 100)
+ENTROPY_KS = (10,)
+BILLION = 10**9
+
+# Figures quoted in the issue (H100, PyTorch 2.11, float32) - measured elsewhere, not here.
+ISSUE_FIGURES = [
+    ("sparsemax 8192×1000", "entmax.sparsemax 0.65 ms; softmax 0.028 ms (L2-warm)"),
+    ("sparsemax 65536×16", "entmax.sparsemax 0.54 ms; softmax 0.014 ms"),
+    ("sparsemax 512×65536", "entmax.sparsemax 3.97 ms; softmax 0.19 ms; copy bound ≈ 0.09 ms"),
+    ("entmax15 8192×1000", "entmax.entmax15 1.01 ms"),
+    ("face statistics K=10", "torch.randn + entmax.sparsemax + histogram: 1.5e8 samples/s"),
+    ("face statistics K=100", "the same: 6.1e7 samples/s"),
+]
+TARGETS = (
+    "every projection row ≥ 3× faster than the peer; sparsemax within 3× of softmax; face "
+    "statistics ≥ 10× the peer's samples/s; the entropy estimate ≥ 3× our torch-CUDA path; "
+    "projections within 1e-5 of the reference; Monte Carlo within 4 combined standard errors"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: where arrays live, how to time on them, how much memory a call takes
+
+
+class Backend:
+    """One array library on one device; the CPU ones stand in for the GPU ones in a dry run."""
+
+    label = "?"
+    library = "?"
+    on_gpu = False
+
+    def put(self, host: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def rng(self, seed: int) -> Any:
+        raise NotImplementedError
+
+    def read(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        pass
+
+    def flush_l2(self) -> None:
+        pass
+
+    def device_ms(self, fn: Callable[[], Any]) -> float:
+        """Time of one call on the device (the host clock on a CPU)."""
+        start = time.perf_counter()
+        fn()
+        return 1e3 * (time.perf_counter() - start)
+
+    def peak_bytes(self, fn: Callable[[], Any]) -> int | None:
+        return None
+
+
+class TorchBackend(Backend):
+    library = "torch"
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.on_gpu = self.device.type == "cuda"
+        self.label = "torch CUDA" if self.on_gpu else "torch CPU"
+        self._flush = None
+        if self.on_gpu:
+            self._flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=self.device)
+
+    def put(self, host: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(host)).to(self.device)
+
+    def rng(self, seed: int) -> Any:
+        return self.torch.Generator(device=self.device).manual_seed(seed)
+
+    def read(self, x: Any) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def sync(self) -> None:
+        if self.on_gpu:
+            self.torch.cuda.synchronize(self.device)
+
+    def flush_l2(self) -> None:
+        if self._flush is not None:
+            self._flush.zero_()
+
+    def device_ms(self, fn: Callable[[], Any]) -> float:
+        if not self.on_gpu:
+            return super().device_ms(fn)
+        start = self.torch.cuda.Event(enable_timing=True)
+        end = self.torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    def peak_bytes(self, fn: Callable[[], Any]) -> int | None:
+        if not self.on_gpu:
+            return None
+        cuda = self.torch.cuda
+        self.sync()
+        base = cuda.memory_allocated(self.device)
+        cuda.reset_peak_memory_stats(self.device)
+        result = fn()
+        self.sync()
+        peak = cuda.max_memory_allocated(self.device) - base
+        del result
+        return peak
+
+
+class CuPyBackend(Backend):
+    library = "cupy"
+    label = "CuPy"
+    on_gpu = True
+
+    def __init__(self) -> None:
+        import cupy
+
+        self.cupy = cupy
+        self._flush = cupy.empty(L2_FLUSH_BYTES // 4, dtype=cupy.int32)
+
+    def put(self, host: np.ndarray) -> Any:
+        return self.cupy.asarray(host)
+
+    def rng(self, seed: int) -> Any:
+        return self.cupy.random.default_rng(seed)
+
+    def read(self, x: Any) -> np.ndarray:
+        return self.cupy.asnumpy(x)
+
+    def sync(self) -> None:
+        self.cupy.cuda.get_current_stream().synchronize()
+
+    def flush_l2(self) -> None:
+        self._flush.fill(0)
+
+    def device_ms(self, fn: Callable[[], Any]) -> float:
+        start, end = self.cupy.cuda.Event(), self.cupy.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return self.cupy.cuda.get_elapsed_time(start, end)
+
+    def peak_bytes(self, fn: Callable[[], Any]) -> int | None:
+        pool = self.cupy.get_default_memory_pool()
+        self.sync()
+        pool.free_all_blocks()
+        base = pool.total_bytes()  # the pool keeps what it allocated until freed: its growth
+        result = fn()  # over the call is the call's peak (rounded up to the pool's blocks)
+        self.sync()
+        peak = pool.total_bytes() - base
+        del result
+        return peak
+
+
+class NumPyStandIn(Backend):
+    """NumPy arrays in the CuPy rows of a dry run (the same array-API code path)."""
+
+    library = "numpy"
+    label = "NumPy (stands in for CuPy)"
+
+    def put(self, host: np.ndarray) -> Any:
+        return np.array(host)
+
+    def rng(self, seed: int) -> Any:
+        return np.random.default_rng(seed)
+
+    def read(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass
+class Timing:
+    device_ms: float  # median, L2 flushed before each run
+    wall_ms: float  # median of synchronised calls, from the host
+    host_ms: float  # median time for the call to return (Python + launch overhead)
+    peak_bytes: int | None
+
+
+class Timer:
+    def __init__(self, kind: str, repeat: int, warmup: int) -> None:
+        self.kind, self.repeat, self.warmup = kind, repeat, warmup
+
+    def _device_median(self, backend: Backend, fn: Callable[[], Any]) -> float:
+        if self.kind == "triton" and backend.on_gpu:
+            from triton.testing import do_bench  # flushes L2 itself, CUDA events inside
+
+            try:
+                return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+            except TypeError:  # older Triton: no return_mode
+                return float(do_bench(fn, warmup=25, rep=100, quantiles=[0.5]))
+        times = []
+        for _ in range(self.repeat):
+            backend.flush_l2()
+            times.append(backend.device_ms(fn))
+        return statistics.median(times)
+
+    def measure(self, backend: Backend, fn: Callable[[], Any]) -> Timing:
+        for _ in range(self.warmup):
+            fn()
+        backend.sync()
+        device = self._device_median(backend, fn)
+        walls, hosts = [], []
+        for _ in range(self.repeat):
+            backend.flush_l2()
+            backend.sync()
+            start = time.perf_counter()
+            fn()
+            returned = time.perf_counter()
+            backend.sync()
+            end = time.perf_counter()
+            walls.append(1e3 * (end - start))
+            hosts.append(1e3 * (returned - start))
+        peak = backend.peak_bytes(fn)
+        return Timing(device, statistics.median(walls), statistics.median(hosts), peak)
+
+    def once(self, backend: Backend, fn: Callable[[], Any]) -> tuple[Any, Timing]:
+        """One long call (Monte Carlo): its result, device time, wall time and peak memory."""
+        box: list[Any] = []
+
+        def timed() -> None:
+            backend.sync()
+            start = time.perf_counter()
+            device = backend.device_ms(lambda: box.append(fn()))
+            backend.sync()
+            box.append((device, 1e3 * (time.perf_counter() - start)))
+
+        peak = backend.peak_bytes(timed)
+        if peak is None and not box:
+            timed()
+        result, (device, wall) = box
+        return result, Timing(device, wall, math.nan, peak)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Setup:
+    dry: bool
+    torch: TorchBackend | None  # ours on torch, the peer, softmax, clone
+    alt: Backend | None  # ours on CuPy (NumPy in a dry run)
+    peer: Any  # the entmax module, or None
+    timer: Timer
+    face_samples: dict[int, int]
+    entropy_samples: int
+    billion: int
+    errors: list[str]
+
+    def ours(self) -> list[Backend]:
+        return [b for b in (self.alt, self.torch) if b is not None]
+
+    def shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        return DRY_SHAPES.get(shape, shape) if self.dry else shape
+
+
+def _attempt(setup: Setup, what: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or None with the error recorded (re-raised in a dry run: CI must see it)."""
+    try:
+        return fn()
+    except Exception as error:
+        if setup.dry:
+            raise
+        setup.errors.append(f"{what}: {type(error).__name__}: {error}")
+        traceback.print_exc()
+        return None
+
+
+def _max_error(backend: Backend, name: str, z: Any, y: Any) -> float:
+    """max |y − reference(z)| with the standard-API reference in float64 on the same device."""
+    from mixedarray._backend import array_namespace
+    from mixedarray.projections import reference
+
+    xp = array_namespace(z)
+    exact = reference(name, xp, xp.astype(z, xp.float64))
+    gap = xp.max(xp.abs(xp.astype(y, xp.float64) - exact))
+    return float(backend.read(gap))
+
+
+@dataclass
+class Candidate:
+    label: str
+    backend: Backend
+    fn: Callable[[], Any]
+    z: Any  # the input, for the accuracy check
+    checked: bool  # compare with the reference projection
+
+
+def _projection_candidates(setup: Setup, name: str, host: np.ndarray) -> list[Candidate]:
+    import mixedarray as ma
+
+    ours = {"sparsemax": ma.sparsemax, "entmax15": ma.entmax15}[name]
+    tb = setup.torch
+    t = tb.put(host)
+    found = [Candidate(f"ours · {tb.label}", tb, lambda: ours(t), t, True)]
+    if setup.alt is not None:
+        a = setup.alt.put(host)
+        found.append(Candidate(f"ours · {setup.alt.label}", setup.alt, lambda: ours(a), a, True))
+    if setup.peer is not None:
+        peer = getattr(setup.peer, name)
+        found.append(Candidate(f"entmax.{name} (peer)", tb, lambda: peer(t, dim=-1), t, True))
+    softmax = tb.torch.softmax
+    found.append(Candidate("torch.softmax (limit)", tb, lambda: softmax(t, dim=-1), t, False))
+    found.append(Candidate("torch.clone (copy bound)", tb, lambda: t.clone(), t, False))
+    return found
+
+
+def projection_rows(setup: Setup) -> list[dict]:
+    torch = setup.torch.torch
+    rows = []
+    for name, nominal in PROJECTIONS:
+        shape = setup.shape(nominal)
+        host = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        bytes_moved = 2 * host.nbytes  # read z, write y
+        measured = {}
+        for c in _projection_candidates(setup, name, host):
+
+            def run(c: Candidate = c, name: str = name) -> dict:
+                with torch.no_grad():
+                    timing = setup.timer.measure(c.backend, c.fn)
+                    error = _max_error(c.backend, name, c.z, c.fn()) if c.checked else None
+                return {"timing": timing, "error": error}
+
+            result = _attempt(setup, f"{name} {nominal} {c.label}", run)
+            if result is not None:
+                measured[c.label] = result
+        peer = measured.get(f"entmax.{name} (peer)")
+        peer_ms = peer["timing"].device_ms if peer else None
+        softmax = measured.get("torch.softmax (limit)")
+        softmax_ms = softmax["timing"].device_ms if softmax else None
+        for label, result in measured.items():
+            timing = result["timing"]
+            ours = label.startswith("ours")
+            rows.append(
+                {
+                    "op": f"{name} {nominal[0]}×{nominal[1]}",
+                    "shape": shape,
+                    "implementation": label,
+                    "timing": timing,
+                    "gbps": bytes_moved / (timing.device_ms * 1e-3) / 1e9,
+                    "error": result["error"],
+                    "speedup": peer_ms / timing.device_ms if ours and peer_ms else None,
+                    "over_softmax": timing.device_ms / softmax_ms if ours and softmax_ms else None,
+                    "ours": ours,
+                    "name": name,
+                }
+            )
+    return rows
+
+
+def _gaussian_sparsemax(backend: Backend, k: int) -> Any:
+    import mixedarray as ma
+
+    loc = np.random.default_rng(k).normal(0.0, 1.0, size=k).astype(np.float32)
+    scale = np.ones(k, dtype=np.float32)
+    return ma.GaussianSparsemax(backend.put(loc), backend.put(scale))
+
+
+def _peer_face_sizes(setup: Setup, k: int, n: int, seed: int) -> Any:
+    """The peer pipeline: torch.randn + entmax.sparsemax + a histogram of face sizes, chunked."""
+    backend = setup.torch
+    torch = backend.torch
+    loc = torch.from_numpy(np.random.default_rng(k).normal(0.0, 1.0, size=k).astype(np.float32))
+    loc = loc.to(backend.device)
+    generator = backend.rng(seed)
+    chunk = max(1, (1 << 22) // k)  # the same ~4M elements per chunk as ours by default
+    counts = torch.zeros(k + 1, dtype=torch.int64, device=backend.device)
+    done = 0
+    with torch.no_grad():
+        while done < n:
+            m = min(chunk, n - done)
+            z = torch.randn(m, k, generator=generator, device=backend.device) + loc
+            sizes = (setup.peer.sparsemax(z, dim=-1) > 0).sum(dim=-1)
+            counts += torch.bincount(sizes, minlength=k + 1)
+            done += m
+    return counts
+
+
+def _size_frequencies(counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    p = counts / n
+    return p, np.sqrt(np.clip(p * (1 - p), 0, None) / (n - 1))
+
+
+def _max_z(p: np.ndarray, se: np.ndarray, q: np.ndarray, se_q: np.ndarray) -> float:
+    combined = np.sqrt(se**2 + se_q**2)
+    gap = np.abs(p - q)
+    if np.any((combined == 0) & (gap > 0)):
+        return math.inf
+    ok = combined > 0
+    return float(np.max(gap[ok] / combined[ok])) if np.any(ok) else 0.0
+
+
+def face_rows(setup: Setup) -> list[dict]:
+    from mixedarray.face_statistics import face_statistics
+
+    rows = []
+    for k in FACE_KS:
+        n = setup.face_samples[k]
+        reference = None
+        if setup.peer is not None and setup.torch is not None:
+
+            def peer(k=k, n=n) -> tuple:
+                _peer_face_sizes(setup, k, min(n, 4 * ((1 << 22) // k)), 1)  # warm-up
+                # Its own seed: the same seed would replay our torch draws exactly.
+                return setup.timer.once(setup.torch, lambda: _peer_face_sizes(setup, k, n, 7))
+
+            result = _attempt(setup, f"face statistics K={k} peer", peer)
+            if result is not None:
+                counts, timing = result
+                counts = setup.torch.read(counts).astype(np.float64)[1:]
+                reference = _size_frequencies(counts, n)
+                rows.append(
+                    {
+                        "k": k,
+                        "implementation": "torch.randn + entmax.sparsemax + bincount (peer)",
+                        "n": n,
+                        "timing": timing,
+                        "z": None,
+                        "peer": True,
+                    }
+                )
+        for backend in setup.ours():
+
+            def ours(backend=backend, k=k, n=n) -> tuple:
+                d = _gaussian_sparsemax(backend, k)
+                face_statistics(d, backend.rng(0), min(n, 4 * ((1 << 22) // k)))  # warm-up
+                stats, timing = setup.timer.once(
+                    backend, lambda: face_statistics(d, backend.rng(2), n)
+                )
+                p = backend.read(stats.size_probs.value).astype(np.float64)
+                se = backend.read(stats.size_probs.stderr).astype(np.float64)
+                return p, se, timing
+
+            result = _attempt(setup, f"face statistics K={k} ours on {backend.label}", ours)
+            if result is None:
+                continue
+            p, se, timing = result
+            z = None if reference is None else _max_z(p, se, *reference)
+            rows.append(
+                {
+                    "k": k,
+                    "implementation": f"ours · {backend.label}",
+                    "n": n,
+                    "timing": timing,
+                    "z": z,
+                    "peer": False,
+                }
+            )
+    for row in rows:
+        row["rate"] = row["n"] / (row["timing"].device_ms * 1e-3)
+    for row in rows:
+        peers = [r for r in rows if r["peer"] and r["k"] == row["k"]]
+        row["vs_peer"] = row["rate"] / peers[0]["rate"] if peers and not row["peer"] else None
+    return rows
+
+
+def entropy_rows(setup: Setup) -> list[dict]:
+    import mixedarray as ma
+
+    rows = []
+    n = setup.entropy_samples
+    for k in ENTROPY_KS:
+        found = {}
+        for backend in setup.ours():
+
+            def run(backend=backend, k=k) -> tuple:
+                d = _gaussian_sparsemax(backend, k)
+                ma.entropy(d, method="mc", rng=backend.rng(0), num_samples=max(2, n // 8))
+                estimate, timing = setup.timer.once(
+                    backend,
+                    lambda: ma.entropy(
+                        d, method="mc", rng=backend.rng(2), num_samples=n, return_stderr=True
+                    ),
+                )
+                value = float(backend.read(estimate.value))
+                stderr = float(backend.read(estimate.stderr))
+                return value, stderr, timing
+
+            result = _attempt(setup, f"entropy K={k} on {backend.label}", run)
+            if result is not None:
+                found[backend] = result
+        reference = found.get(setup.torch)
+        for backend, (value, stderr, timing) in found.items():
+            row = {
+                "k": k,
+                "implementation": f"ours · {backend.label}",
+                "n": n,
+                "value": value,
+                "stderr": stderr,
+                "timing": timing,
+                "rate": n / (timing.device_ms * 1e-3),
+                "reference": backend is setup.torch,
+            }
+            if reference is not None and backend is not setup.torch:
+                ref_value, ref_se, ref_timing = reference[0], reference[1], reference[2]
+                combined = math.hypot(stderr, ref_se)
+                row["z"] = abs(value - ref_value) / combined if combined > 0 else math.inf
+                row["vs_reference"] = ref_timing.device_ms / timing.device_ms
+            rows.append(row)
+    return rows
+
+
+def billion_rows(setup: Setup) -> list[dict]:
+    from mixedarray.face_statistics import face_statistics
+
+    rows = []
+    n = setup.billion
+    for backend in setup.ours():
+
+        def run(backend=backend) -> tuple:
+            d = _gaussian_sparsemax(backend, 10)
+            face_statistics(d, backend.rng(0), min(n, 1 << 20))  # warm-up
+            stats, timing = setup.timer.once(backend, lambda: face_statistics(d, backend.rng(1), n))
+            return timing, backend.read(stats.size_probs.value)
+
+        result = _attempt(setup, f"10^9 samples on {backend.label}", run)
+        if result is not None:
+            timing, p = result
+            rows.append(
+                {
+                    "implementation": f"ours · {backend.label}",
+                    "n": n,
+                    "timing": timing,
+                    "rate": n / (timing.wall_ms * 1e-3),
+                    "p": p,
+                }
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def _versions() -> list[str]:
+    names = [
+        ("mixedarray", ("mixedarray",)),
+        ("torch", ("torch",)),
+        ("cupy", ("cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x")),
+        ("jax", ("jax",)),
+        ("jaxlib", ("jaxlib",)),
+        ("entmax", ("entmax",)),
+        ("numba", ("numba",)),
+        ("numba-cuda", ("numba-cuda",)),
+        ("triton", ("triton", "pytorch-triton")),
+        ("numpy", ("numpy",)),
+        ("array-api-compat", ("array-api-compat",)),
+    ]
+    found = []
+    for label, distributions in names:
+        for dist in distributions:
+            try:
+                found.append(f"{label} {importlib.metadata.version(dist)}")
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        else:
+            found.append(f"{label} —")
+    return found
+
+
+def _device_lines(setup: Setup) -> list[str]:
+    lines = []
+    if setup.dry:
+        lines.append(
+            f"CPU dry run: {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores (tiny sizes; no figure here means anything)"
+        )
+    if setup.torch is not None and setup.torch.on_gpu:
+        torch = setup.torch.torch
+        props = torch.cuda.get_device_properties(setup.torch.device)
+        lines.append(
+            f"{props.name}: {props.multi_processor_count} SMs, "
+            f"{props.total_memory / 2**30:.1f} GiB; torch CUDA {torch.version.cuda}"
+        )
+    if isinstance(setup.alt, CuPyBackend):
+        runtime = setup.alt.cupy.cuda.runtime
+        lines.append(
+            f"CuPy: CUDA runtime {runtime.runtimeGetVersion()}, driver API "
+            f"{runtime.driverGetVersion()}"
+        )
+    smi = shutil.which("nvidia-smi")
+    if smi and not setup.dry:
+        try:
+            out = subprocess.run(
+                [
+                    smi,
+                    "--query-gpu=name,driver_version,memory.total,clocks.max.memory",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
+            lines.append(f"nvidia-smi: {out.splitlines()[0] if out else '(no output)'}")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return lines
+
+
+def _f(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:{spec}}{suffix}"
+
+
+def _mib(value: int | None) -> str:
+    return "–" if value is None else f"{value / MIB:.1f}"
+
+
+def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]]) -> str:
+    out = ["# mixedarray on the GPU — `bench/gpu.py`", ""]
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.append(f"Measured {when} by `python bench/gpu.py {' '.join(sys.argv[1:])}`.")
+    out.append("")
+    out += [f"* {line}" for line in _device_lines(setup)]
+    out.append(f"* python {platform.python_version()}; " + ", ".join(_versions()))
+    timer = setup.timer.kind
+    out.append(
+        f"* float32, inputs N(0, 1); device time: "
+        f"{'triton.testing.do_bench (median)' if timer == 'triton' else 'CUDA events'}"
+        f", median of {setup.timer.repeat} runs after {setup.timer.warmup} warm-up calls, L2 "
+        f"flushed before each (a {L2_FLUSH_BYTES // MIB} MiB write); wall = a synchronised call "
+        "seen from the host; host = until the call returns (Python + launch overhead)"
+    )
+    out.append(f"* targets: {TARGETS}")
+    out.append("")
+
+    if "projections" in parts:
+        out += [
+            "## Projections",
+            "",
+            "| op | implementation | device ms | wall ms | host ms | GB/s | of "
+            f"{NOMINAL_COPY_GBPS:.0f} GB/s | peak MiB | max err (vs float64 reference) | "
+            "peer ÷ this | this ÷ softmax |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in parts["projections"]:
+            t = row["timing"]
+            op = row["op"] + (
+                f" (dry run: {row['shape'][0]}×{row['shape'][1]})" if setup.dry else ""
+            )
+            out.append(
+                f"| {op} | {row['implementation']} | {_f(t.device_ms, '.4f')} | "
+                f"{_f(t.wall_ms, '.4f')} | {_f(t.host_ms, '.4f')} | {_f(row['gbps'], '.0f')} | "
+                f"{_f(100 * row['gbps'] / NOMINAL_COPY_GBPS, '.1f', ' %')} | "
+                f"{_mib(t.peak_bytes)} | {_f(row['error'], '.2e')} | "
+                f"{_f(row['speedup'], '.2f', '×')} | {_f(row['over_softmax'], '.2f', '×')} |"
+            )
+        out.append("")
+
+    if "faces" in parts:
+        out += [
+            "## Face statistics of Gaussian-Sparsemax (face sizes and vertex marginals)",
+            "",
+            "| K | implementation | samples | device s | wall s | samples/s | × peer | "
+            "peak MiB | max gap to the peer (combined s.e.) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in parts["faces"]:
+            t = row["timing"]
+            out.append(
+                f"| face statistics K={row['k']} | {row['implementation']} | {row['n']:.3g} | "
+                f"{_f(t.device_ms / 1e3, '.4f')} | {_f(t.wall_ms / 1e3, '.4f')} | "
+                f"{row['rate']:.3g} | {_f(row['vs_peer'], '.2f', '×')} | {_mib(t.peak_bytes)} | "
+                f"{_f(row['z'], '.2f')} |"
+            )
+        out.append("")
+
+    if "entropy" in parts:
+        out += [
+            "## Entropy estimate of Gaussian-Sparsemax (Monte Carlo of −log p(Y))",
+            "",
+            "| K | implementation | samples | device s | wall s | samples/s | "
+            "torch-CUDA path ÷ this | H⊕ ± s.e. (nats) | gap to torch path (combined s.e.) "
+            "| peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in parts["entropy"]:
+            t = row["timing"]
+            out.append(
+                f"| entropy K={row['k']} | {row['implementation']} | {row['n']:.3g} | "
+                f"{_f(t.device_ms / 1e3, '.4f')} | {_f(t.wall_ms / 1e3, '.4f')} | "
+                f"{row['rate']:.3g} | {_f(row.get('vs_reference'), '.2f', '×')} | "
+                f"{row['value']:.5f} ± {row['stderr']:.1e} | {_f(row.get('z'), '.2f')} | "
+                f"{_mib(t.peak_bytes)} |"
+            )
+        out.append("")
+
+    if "billion" in parts:
+        label = "10^9" if not setup.dry else f"10^9 (dry run: {setup.billion} samples)"
+        out += [
+            f"## A real {label}-sample run: face statistics, Gaussian-Sparsemax K = 10",
+            "",
+            "| implementation | samples | wall s | device s | samples/s | peak MiB | "
+            "P(size = 1, 2, 3) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in parts["billion"]:
+            t = row["timing"]
+            sizes = ", ".join(f"{v:.5f}" for v in row["p"][:3])
+            out.append(
+                f"| {row['implementation']} | {row['n']:.3g} | {t.wall_ms / 1e3:.2f} | "
+                f"{t.device_ms / 1e3:.2f} | {row['rate']:.3g} | {_mib(t.peak_bytes)} | {sizes} |"
+            )
+        out.append("")
+
+    out += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in _verdicts(setup, parts)]
+    out.append("")
+    out += [
+        "## Figures quoted in the issue (H100, PyTorch 2.11; not measured by this run)",
+        "",
+        "| row | figure |",
+        "|---|---|",
+    ]
+    out += [f"| {a} | {b} |" for a, b in ISSUE_FIGURES]
+    out.append("")
+    if setup.errors:
+        out += ["## Errors", ""]
+        out += [f"* {line}" for line in setup.errors]
+        out.append("")
+    return "\n".join(out)
+
+
+def _verdicts(setup: Setup, parts: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
+    def met(ok: bool | None) -> str:
+        return "–" if ok is None else ("yes" if ok else "**no**")
+
+    lines = []
+    for row in parts.get("projections", []):
+        if not row["ours"]:
+            continue
+        where = f"{row['op']}, {row['implementation']}"
+        if row["speedup"] is not None:
+            lines.append(
+                (f"{where}: ≥ 3× the peer", f"{row['speedup']:.2f}×", met(row["speedup"] >= 3))
+            )
+        if row["name"] == "sparsemax" and row["over_softmax"] is not None:
+            lines.append(
+                (
+                    f"{where}: within 3× of softmax",
+                    f"{row['over_softmax']:.2f}×",
+                    met(row["over_softmax"] <= 3),
+                )
+            )
+        if row["error"] is not None:
+            lines.append(
+                (
+                    f"{where}: within 1e-5 of the reference",
+                    f"{row['error']:.1e}",
+                    met(row["error"] <= 1e-5),
+                )
+            )
+    for row in parts.get("faces", []):
+        if row["peer"]:
+            continue
+        where = f"face statistics K={row['k']}, {row['implementation']}"
+        if row["vs_peer"] is not None:
+            lines.append(
+                (
+                    f"{where}: ≥ 10× the peer's samples/s",
+                    f"{row['vs_peer']:.2f}×",
+                    met(row["vs_peer"] >= 10),
+                )
+            )
+        if row["z"] is not None:
+            lines.append(
+                (f"{where}: within 4 s.e. of the peer", f"{row['z']:.2f}", met(row["z"] <= 4))
+            )
+    for row in parts.get("entropy", []):
+        if row.get("vs_reference") is None:
+            continue
+        where = f"entropy K={row['k']}, {row['implementation']}"
+        lines.append(
+            (
+                f"{where}: ≥ 3× our torch-CUDA path",
+                f"{row['vs_reference']:.2f}×",
+                met(row["vs_reference"] >= 3),
+            )
+        )
+        lines.append(
+            (
+                f"{where}: within 4 s.e. of the torch-CUDA path",
+                f"{row['z']:.2f}",
+                met(row["z"] <= 4),
+            )
+        )
+    if "billion" in parts:
+        for row in parts["billion"]:
+            lines.append(
+                (
+                    f"a real {row['n']:.3g}-sample run, {row['implementation']}",
+                    f"{row['timing'].wall_ms / 1e3:.1f} s, peak "
+                    f"{_mib(row['timing'].peak_bytes)} MiB",
+                    met(row["n"] >= BILLION),
+                )
+            )
+    else:
+        lines.append(("a real 10^9-sample run", "not run (pass --billion)", "–"))
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _cuda_status() -> tuple[bool, bool, str]:
+    """(torch has a CUDA device, CuPy has one, a sentence saying which)."""
+    torch_ok = cupy_ok = False
+    notes = []
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch_ok = torch.cuda.is_available()
+        notes.append(f"torch {torch.__version__}: {'CUDA' if torch_ok else 'no CUDA device'}")
+    else:
+        notes.append("torch not installed")
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            import cupy
+
+            cupy_ok = cupy.cuda.runtime.getDeviceCount() > 0
+            notes.append(f"cupy {cupy.__version__}: {'CUDA' if cupy_ok else 'no CUDA device'}")
+        except Exception as error:  # no driver, no device
+            notes.append(f"cupy: no CUDA device ({type(error).__name__})")
+    else:
+        notes.append("cupy not installed")
+    return torch_ok, cupy_ok, "; ".join(notes)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and samples")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per row (median)")
+    parser.add_argument(
+        "--timer",
+        choices=("auto", "events", "triton"),
+        default="auto",
+        help="device timing: CUDA events, triton.testing.do_bench, or auto (Triton when installed)",
+    )
+    parser.add_argument(
+        "--parts",
+        default="projections,faces,entropy",
+        help="comma list of projections, faces, entropy",
+    )
+    parser.add_argument(
+        "--billion",
+        action="store_true",
+        help="also run face statistics from 10^9 samples on each backend",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"where the table goes (default {DEFAULT_OUTPUT})",
+    )
+    parser.add_argument(
+        "--cpu-dry-run",
+        action="store_true",
+        help="run every code path on CPU arrays at tiny sizes; write nothing",
+    )
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - {"projections", "faces", "entropy"}
+    if unknown:
+        parser.error(f"--parts: unknown {sorted(unknown)}")
+    args.parts = parts
+    return args
+
+
+def _setup(args: argparse.Namespace, torch_ok: bool, cupy_ok: bool) -> Setup:
+    dry = args.cpu_dry_run
+    peer = None
+    if importlib.util.find_spec("entmax") is not None:
+        import entmax as peer
+    torch_backend = None
+    if dry or torch_ok:
+        torch_backend = TorchBackend("cpu" if dry else "cuda")
+    alt: Backend | None = None
+    if dry:
+        alt = NumPyStandIn()
+    elif cupy_ok:
+        alt = CuPyBackend()
+    if dry:
+        timer = Timer("events", repeat=2, warmup=1)
+        face_samples = dict.fromkeys(FACE_KS, 3000)
+        entropy_samples, billion = 400, 2000
+    else:
+        kind = args.timer
+        if kind == "auto":
+            kind = "triton" if importlib.util.find_spec("triton") and torch_ok else "events"
+        repeat = args.repeat or (10 if args.quick else 50)
+        timer = Timer(kind, repeat=repeat, warmup=3)
+        scale = 4 if args.quick else 1
+        face_samples = {10: (1 << 27) // scale, 100: (1 << 24) // scale}
+        entropy_samples, billion = (1 << 22) // scale, BILLION
+    return Setup(
+        dry=dry,
+        torch=torch_backend,
+        alt=alt,
+        peer=peer,
+        timer=timer,
+        face_samples=face_samples,
+        entropy_samples=entropy_samples,
+        billion=billion,
+        errors=[],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.cpu_dry_run:
+        if importlib.util.find_spec("torch") is None:
+            print("bench/gpu.py --cpu-dry-run needs torch (CPU build is enough); nothing run")
+            return 0
+        torch_ok = cupy_ok = False
+    else:
+        torch_ok, cupy_ok, status = _cuda_status()
+        if not (torch_ok or cupy_ok):
+            print(f"bench/gpu.py: no CUDA device ({status}): nothing measured, nothing written.")
+            return 0
+    setup = _setup(args, torch_ok, cupy_ok)
+    if setup.torch is None:
+        print(
+            "bench/gpu.py: torch has no CUDA device here; only the CuPy rows can run, and "
+            "the peers, softmax and the copy bound need torch: nothing measured."
+        )
+        return 0
+    parts: dict[str, list[dict]] = {}
+    steps = [("projections", projection_rows), ("faces", face_rows), ("entropy", entropy_rows)]
+    for name, fn in steps:
+        if name in args.parts:
+            print(f"… {name}", file=sys.stderr, flush=True)
+            parts[name] = fn(setup)
+    if args.billion or setup.dry:
+        print("… 10^9 samples", file=sys.stderr, flush=True)
+        parts["billion"] = billion_rows(setup)
+    text = report(setup, args, parts)
+    print(text)
+    if setup.dry:
+        print("(dry run on CPU: nothing written)")
+        return 0
+    args.output.write_text(text + "\n")
+    print(f"written to {args.output}", file=sys.stderr)
+    return 1 if setup.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
