@@ -18,6 +18,7 @@ from mixedarray.distributions import (
     MixedDirichlet,
     NonEmptyBernoulli,
 )
+from mixedarray.face_frequencies import FaceStatistics, face_statistics
 from mixedarray.gradients import expectation_surrogate, score_function_surrogate
 from mixedarray.information import code_length, cross_entropy, entropy, kl_divergence
 from mixedarray.montecarlo import Estimate, expectation, sample
@@ -28,6 +29,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Distribution",
     "Estimate",
+    "FaceStatistics",
     "GaussianSparsemax",
     "GumbelSoftmax",
     "HardConcrete",
@@ -43,6 +45,7 @@ __all__ = [
     "entropy",
     "expectation",
     "expectation_surrogate",
+    "face_statistics",
     "faces",
     "kl_divergence",
     "random",

@@ -206,7 +206,7 @@ def _exact_or_none(fn: Any) -> Any:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Estimate what ``args`` asks for; returns the JSON-able results (also printed)."""
     import mixedarray as ma
-    from mixedarray.face_statistics import face_statistics
+    from mixedarray.face_frequencies import face_statistics
 
     samples = args.samples
     if not (samples >= 2 and float(samples).is_integer()):

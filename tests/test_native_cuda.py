@@ -33,7 +33,7 @@ from helpers import from_numpy, library_of, to_numpy
 
 import mixedarray as ma
 from mixedarray import _backend
-from mixedarray import face_statistics as fs_module
+from mixedarray import face_frequencies as fs_module
 from mixedarray import random as ma_random
 from mixedarray._native import cuda_faces, cuda_interop, cuda_threshold
 
@@ -225,7 +225,7 @@ import math
 import mixedarray as ma
 from mixedarray import random
 from mixedarray._native.cuda_faces import launch_counts
-from mixedarray.face_statistics import face_statistics
+from mixedarray.face_frequencies import face_statistics
 
 def simulated(loc, scale, sizes, seed, dtype, blocks=2):
     loc = np.ascontiguousarray(np.atleast_2d(loc).astype(dtype))

@@ -9,7 +9,7 @@ batch member: draws with :math:`|F| = k` and draws with :math:`i \in F`.  No arr
 draws exists anywhere; the only global traffic is the counts (one atomic per counter and block).
 
 The statistics are the same random variables as the reference path of
-:func:`mixedarray.face_statistics.face_statistics` (which draws ``torch.randn``-style noise,
+:func:`mixedarray.face_statistics` (which draws ``torch.randn``-style noise,
 projects and counts), from another stream of random numbers: they agree in distribution, not
 draw for draw.
 """

@@ -13,7 +13,7 @@ import pytest
 from helpers import from_numpy, to_numpy
 
 import mixedarray as ma
-from mixedarray.face_statistics import face_statistics
+from mixedarray.face_frequencies import face_statistics
 
 ETA = np.array([0.3, -0.5, 1.1])
 
