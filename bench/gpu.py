@@ -24,7 +24,7 @@ Rows (float32, inputs N(0, 1)):
   ≈ 3000 GB/s an H100 copies.  Accuracy: max |ours − reference| with the standard-API
   reference (``mixedarray.projections.reference``) run in float64 on the same device.
 * face statistics of Gaussian-Sparsemax, K = 10 and 100 — ours
-  (``mixedarray.face_statistics.face_statistics``) on CuPy and torch CUDA vs the peer pipeline
+  (``mixedarray.face_statistics``) on CuPy and torch CUDA vs the peer pipeline
   (``torch.randn`` + ``entmax.sparsemax`` + a histogram of face sizes, chunked), in samples/s;
   accuracy: the largest gap between our face-size frequencies and the peer's, in combined
   standard errors.
@@ -478,7 +478,7 @@ def _max_z(p: np.ndarray, se: np.ndarray, q: np.ndarray, se_q: np.ndarray) -> fl
 
 
 def face_rows(setup: Setup) -> list[dict]:
-    from mixedarray.face_statistics import face_statistics
+    from mixedarray.face_frequencies import face_statistics
 
     rows = []
     for k in FACE_KS:
@@ -588,7 +588,7 @@ def entropy_rows(setup: Setup) -> list[dict]:
 
 
 def billion_rows(setup: Setup) -> list[dict]:
-    from mixedarray.face_statistics import face_statistics
+    from mixedarray.face_frequencies import face_statistics
 
     rows = []
     n = setup.billion
