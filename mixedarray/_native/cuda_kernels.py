@@ -307,52 +307,34 @@ def block_kernels(dtype: str, capacity: int, threads: int) -> tuple:
                 if d > tol:
                     out[r, where[j]] = d if power == 1 else d * d
 
-    @cuda.jit
-    def sparsemax(x, out, tol):
-        r = cuda.blockIdx.x
-        tid = cuda.threadIdx.x
-        vals = cuda.shared.array(cap, value)
-        where = cuda.shared.array(cap, int32)
-        red = cuda.shared.array((4, threads), float64)
-        count = cuda.shared.array(1, int32)
-        top_slot = cuda.shared.array(1, value)
-        row = x[r]
-        n = gather(row, vals, where, count, top_slot, tid, 1.0)
-        top = top_slot[0]
-        width = x.shape[1]
-        if top == -math.inf:
-            for i in range(tid, width, threads):
-                out[r, i] = 1.0 / width
-            return
-        if n < 0:
-            tau = sparsemax_tau(row, width, top, tid, red)
-        else:
-            tau = sparsemax_tau(vals, n, top, tid, red)
-        finish(x, out, r, tid, vals, where, n, top, tau, tol, 1)
+    def row_kernel(tau_of, scale, power):
+        """One block per row: gather once, τ by ``tau_of``, write ``[scale (x − top) − τ]₊^p``."""
 
-    @cuda.jit
-    def entmax15(x, out, tol):
-        r = cuda.blockIdx.x
-        tid = cuda.threadIdx.x
-        vals = cuda.shared.array(cap, value)
-        where = cuda.shared.array(cap, int32)
-        red = cuda.shared.array((4, threads), float64)
-        count = cuda.shared.array(1, int32)
-        top_slot = cuda.shared.array(1, value)
-        row = x[r]
-        n = gather(row, vals, where, count, top_slot, tid, 0.5)
-        top = top_slot[0]
-        width = x.shape[1]
-        if top == -math.inf:
-            for i in range(tid, width, threads):
-                out[r, i] = 1.0 / width
-            return
-        if n < 0:
-            tau = entmax15_tau(row, width, top, tid, red)
-        else:
-            tau = entmax15_tau(vals, n, top, tid, red)
-        finish(x, out, r, tid, vals, where, n, top, tau, tol, 2)
+        @cuda.jit
+        def kernel(x, out, tol):
+            r = cuda.blockIdx.x
+            tid = cuda.threadIdx.x
+            vals = cuda.shared.array(cap, value)
+            where = cuda.shared.array(cap, int32)
+            red = cuda.shared.array((4, threads), float64)
+            count = cuda.shared.array(1, int32)
+            top_slot = cuda.shared.array(1, value)
+            row = x[r]
+            n = gather(row, vals, where, count, top_slot, tid, scale)
+            top = top_slot[0]
+            width = x.shape[1]
+            if top == -math.inf:
+                for i in range(tid, width, threads):
+                    out[r, i] = 1.0 / width
+                return
+            # n < 0: the candidates overflowed the shared buffer; read the row again.
+            tau = tau_of(row, width, top, tid, red) if n < 0 else tau_of(vals, n, top, tid, red)
+            finish(x, out, r, tid, vals, where, n, top, tau, tol, power)
 
+        return kernel
+
+    sparsemax = row_kernel(sparsemax_tau, 1.0, 1)
+    entmax15 = row_kernel(entmax15_tau, 0.5, 2)
     return sparsemax, entmax15
 
 
