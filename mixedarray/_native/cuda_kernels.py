@@ -113,44 +113,32 @@ def serial_entmax15_tau(src, n, top):
 # One thread per row (small K)
 
 
-@cuda.jit
-def sparsemax_thread(x, out, tol):
-    """Sparsemax of row ``cuda.grid(1)`` of ``x`` into ``out`` (one thread per row)."""
-    r = cuda.grid(1)
-    if r >= x.shape[0]:
-        return
-    width = x.shape[1]
-    top = x[r, 0]
-    for i in range(1, width):
-        top = larger(top, x[r, i])
-    if top == -math.inf:
+def _thread_kernel(tau_of, scale, power):
+    """One thread per row ``cuda.grid(1)``: ``out = [scale (x − top) − τ]₊^power``."""
+
+    @cuda.jit
+    def kernel(x, out, tol):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        width = x.shape[1]
+        top = x[r, 0]
+        for i in range(1, width):
+            top = larger(top, x[r, i])
+        if top == -math.inf:
+            for i in range(width):
+                out[r, i] = 1.0 / width
+            return
+        tau = tau_of(x[r], width, top)
         for i in range(width):
-            out[r, i] = 1.0 / width
-        return
-    tau = serial_sparsemax_tau(x[r], width, top)
-    for i in range(width):
-        d = float64(x[r, i] - top) - tau
-        out[r, i] = d if d > tol else 0.0
+            d = scale * float64(x[r, i] - top) - tau
+            out[r, i] = (d if power == 1 else d * d) if d > tol else 0.0
+
+    return kernel
 
 
-@cuda.jit
-def entmax15_thread(x, out, tol):
-    """1.5-entmax of row ``cuda.grid(1)`` of ``x`` into ``out`` (one thread per row)."""
-    r = cuda.grid(1)
-    if r >= x.shape[0]:
-        return
-    width = x.shape[1]
-    top = x[r, 0]
-    for i in range(1, width):
-        top = larger(top, x[r, i])
-    if top == -math.inf:
-        for i in range(width):
-            out[r, i] = 1.0 / width
-        return
-    tau = serial_entmax15_tau(x[r], width, top)
-    for i in range(width):
-        d = 0.5 * (x[r, i] - top) - tau
-        out[r, i] = d * d if d > tol else 0.0
+sparsemax_thread = _thread_kernel(serial_sparsemax_tau, 1.0, 1)
+entmax15_thread = _thread_kernel(serial_entmax15_tau, 0.5, 2)
 
 
 # ---------------------------------------------------------------------------------------------
