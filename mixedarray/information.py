@@ -117,7 +117,7 @@ def _mean_dim(d: Any) -> Array:
     elif hasattr(d, "face_distribution"):
         probs = d.face_distribution.size_probs()
     elif d.num_vertices == 2:
-        vertices = xp.asarray([[True, False], [False, True]], device=d.device)
+        vertices = xp.eye(2, dtype=xp.bool, device=d.device)  # built on the device: no host copy
         vertices = xp.reshape(vertices, (2,) + (1,) * len(d.batch_shape) + (2,))
         mass = xp.sum(xp.exp(d.face_log_prob(vertices)), axis=0)
         return 1 - mass
