@@ -10,8 +10,9 @@ array of theirs arrives.
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -20,6 +21,7 @@ import array_api_compat as _compat
 __all__ = [
     "array_namespace",
     "compute_dtype",
+    "constant",
     "device",
     "host_float",
     "is_floating",
@@ -27,6 +29,7 @@ __all__ = [
     "library_name",
     "load_adapter",
     "lookup_rule",
+    "powers_of_two",
     "register_rule",
     "stop_gradient",
     "values_are_checkable",
@@ -215,6 +218,42 @@ def stop_gradient(x: Array) -> Array:
 
         return jax.lax.stop_gradient(x)
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Constants on the caller's device, without a synchronising host-to-device copy.
+
+
+def constant(xp: ModuleType, values: Sequence[float], *, dtype: Any, device: Any) -> Array:
+    """Host data ``values`` (a short sequence of numbers) as a 1-d array of ``xp`` on ``device``.
+
+    ``xp.asarray(values, device=...)`` would do, except on torch CUDA, where a copy from
+    pageable host memory synchronises the stream (``torch.cuda.set_sync_debug_mode("error")``
+    rejects it).  There the values go through pinned memory and are copied without blocking,
+    once per ``(values, dtype, device, stream)``: the result is cached and must not be written
+    to.  JAX and CuPy copies of host data do not synchronise and are left to ``xp.asarray``.
+    """
+    if getattr(device, "type", None) == "cuda" and "torch" in xp.__name__:
+        import torch
+
+        if not torch.compiler.is_compiling():
+            stream = torch.cuda.current_stream(device).cuda_stream
+            return _pinned_copy(tuple(values), dtype, device, stream)
+    return xp.asarray(list(values), dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _pinned_copy(values: tuple[float, ...], dtype: Any, device: Any, stream: int) -> Array:
+    import torch
+
+    host = torch.tensor(values, dtype=dtype).pin_memory()
+    return host.to(device, non_blocking=True)
+
+
+def powers_of_two(xp: ModuleType, n: int, *, dtype: Any, device: Any) -> Array:
+    """``[1, 2, 4, …, 2**(n-1)]`` of integer ``dtype``, computed on ``device`` (no host copy)."""
+    ones = xp.ones(n, dtype=dtype, device=device)
+    return xp.bitwise_left_shift(ones, xp.arange(n, dtype=dtype, device=device))
 
 
 # ---------------------------------------------------------------------------------------------

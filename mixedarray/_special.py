@@ -376,7 +376,7 @@ def xlogy(x: Array | float, y: Array | float) -> Array:
     work = compute_dtype(xp, out)
     like = next(iter(arrays.values()))
     converted = [
-        xp.asarray(float(a), dtype=work, device=device(like))
+        xp.full((), float(a), dtype=work, device=device(like))
         if isinstance(a, (bool, int, float))
         else (a if a.dtype == work else xp.astype(a, work))
         for a in args.values()

@@ -16,7 +16,6 @@ Enumeration order (documented, but nothing should depend on it): row ``c - 1`` o
 
 from __future__ import annotations
 
-import builtins
 from typing import Any
 
 from mixedarray import _backend, _special
@@ -103,5 +102,5 @@ def enumerate(num_vertices: int, like: Array | None = None) -> Array:
     device = _backend.device(like)
     integer = xp.int64 if num_vertices > 30 else _default_dtypes(xp, like)["integral"]
     codes = xp.arange(1, 2**num_vertices, dtype=integer, device=device)
-    powers = xp.asarray([2**k for k in builtins.range(num_vertices)], dtype=integer, device=device)
+    powers = _backend.powers_of_two(xp, num_vertices, dtype=integer, device=device)
     return (codes[:, None] // powers) % 2 == 1

@@ -13,7 +13,7 @@ Options (``python -m pytest --help``, group "mixedarray"):
     ``python -m pytest --backends gpu`` runs every backend-parametrised test on CuPy, torch on
     ``cuda`` and JAX on the GPU.  ``cpu_backend`` tests keep the CPU backends of the list (and
     are skipped, with that reason, when it names none).
-``--device-guards {error,warn,off}``
+``--device-guards {error,warn,off,simulate}``
     On the GPU backends every test runs inside :func:`helpers.device_guards` (default
     ``error``): a device-to-host transfer raises — torch ``set_sync_debug_mode("error")``, JAX
     ``transfer_guard_device_to_host("disallow_explicit")``, CuPy's host-read entry points
@@ -21,7 +21,10 @@ Options (``python -m pytest --help``, group "mixedarray"):
     the guards (``helpers.allow_host_transfers``), so a failure names a transfer made by the
     library.  A test that asks the library for a host read on purpose (``validate_args=True``
     on a GPU array) carries ``@pytest.mark.allow_host_transfers``.  CPU backends are never
-    guarded and import nothing for it.  See ``docs/gpu.md``.
+    guarded and import nothing for it, except under ``simulate``: GPU backends as ``error``,
+    and the CPU ``torch`` backend under a simulation of the torch-CUDA guard (host reads,
+    value-dependent shapes and host data copied to a device raise), for machines without a
+    GPU.  See ``docs/gpu.md``.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=GUARD_MODES,
         help=(
             "on GPU backends, what a device-to-host transfer inside a test does: error "
-            "(default), warn, or off"
+            "(default), warn, or off; simulate: also guard CPU torch tests with a simulation "
+            "of the torch-CUDA guard"
         ),
     )
 
@@ -226,11 +230,16 @@ def _backend_name(item: pytest.Item) -> str | None:
 
 @pytest.fixture(autouse=True)
 def _device_guards(request):
-    """On a GPU backend, run the test with host transfers of its library guarded."""
+    """On a GPU backend, run the test with host transfers of its library guarded.
+
+    With ``--device-guards simulate``, the CPU ``torch`` backend is guarded too, by the
+    simulation of the torch-CUDA guard (``helpers.SimulatedTorchCudaGuard``).
+    """
     name = _backend_name(request.node)
     mode = request.config.getoption("device_guards", default="error")
+    simulated = mode == "simulate" and name == "torch"
     if (
-        name not in GPU_BACKENDS
+        (name not in GPU_BACKENDS and not simulated)
         or mode == "off"
         or request.node.get_closest_marker("allow_host_transfers") is not None
     ):

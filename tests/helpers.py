@@ -25,6 +25,7 @@ __all__ = [
     "GUARD_MODES",
     "HostTransferError",
     "HostTransferWarning",
+    "SimulatedTorchCudaGuard",
     "allow_host_transfers",
     "device_guards",
     "engaged_guards",
@@ -120,7 +121,7 @@ _STATE = _shared_state()
 HostTransferError = _STATE.HostTransferError
 HostTransferWarning = _STATE.HostTransferWarning
 
-GUARD_MODES = ("error", "warn", "off")
+GUARD_MODES = ("error", "warn", "off", "simulate")
 _ADVICE = (
     "A test that reads a result should use helpers.to_numpy (or `with "
     "helpers.allow_host_transfers():`); a library call that reads on the host is what the "
@@ -319,6 +320,96 @@ class _CuPyGuard:
                 delattr(owner, name)  # uncover the inherited attribute again
 
 
+class SimulatedTorchCudaGuard(_CuPyGuard):
+    """The torch-CUDA guard's verdicts, simulated on CPU tensors (``--device-guards simulate``).
+
+    CI has no GPU, so what ``torch.cuda.set_sync_debug_mode("error")`` would reject on CUDA is
+    rejected here on the CPU instead: host reads (``item``, ``tolist``, ``numpy``, ``bool``,
+    ``float``, ``int``, ``index``), value-dependent shapes (``nonzero``, ``unique``,
+    ``masked_select``, boolean-mask indexing), and tensors made from host data with an explicit
+    ``device`` (``torch.asarray``/``tensor``/``as_tensor`` of Python or NumPy data), a
+    synchronising pageable copy on CUDA.  As on CUDA, the library's value checks and its CPU
+    fast paths are off, and :func:`mixedarray._backend.constant` copies without the flagged
+    call (its CUDA route goes through pinned memory).
+    """
+
+    library = "torch"
+    METHODS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+    SHAPE_FUNCTIONS = ("nonzero", "unique", "masked_select", "argwhere")
+    FACTORIES = ("asarray", "tensor", "as_tensor")
+
+    def __init__(self, mode: str, module: Any = None) -> None:
+        if module is None:
+            import torch as module
+        self.torch = module
+        self.mode = "error" if mode == "simulate" else mode
+        self.saved = []
+
+    def _message(self, what: str) -> None:
+        if _STATE.lifted:
+            return
+        message = f"a call that synchronises on CUDA, inside a simulated torch-CUDA guard: {what}. "
+        if self.mode == "error":
+            raise HostTransferError(message + _ADVICE)
+        warnings.warn(HostTransferWarning(message + _ADVICE), stacklevel=3)
+
+    def _wrap(self, what: str, original: Any, flagged: Any) -> Any:
+        guard = self
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if flagged(args, kwargs):
+                guard._message(what)
+            return original(*args, **kwargs)
+
+        guarded.__name__ = getattr(original, "__name__", what)
+        guarded.__wrapped__ = original
+        return guarded
+
+    def engage(self) -> None:
+        import mixedarray._backend as backend
+        import mixedarray.torch as adapter
+
+        torch = self.torch
+        always = lambda args, kwargs: True  # noqa: E731
+        host_data = lambda args, kwargs: (  # noqa: E731
+            kwargs.get("device") is not None and not isinstance(args[0], torch.Tensor)
+        )
+        boolean_index = lambda args, kwargs: (  # noqa: E731
+            isinstance(args[1], torch.Tensor) and args[1].dtype == torch.bool
+        )
+
+        def constant(xp: Any, values: Any, *, dtype: Any, device: Any) -> Any:
+            if "torch" not in xp.__name__:
+                return xp.asarray(list(values), dtype=dtype, device=device)
+            return torch.tensor(tuple(values), dtype=dtype).to(device)
+
+        try:
+            for name in self.METHODS:
+                original = getattr(torch.Tensor, name)
+                self._patch(torch.Tensor, name, self._wrap(f"Tensor.{name}", original, always))
+            original = torch.Tensor.__getitem__
+            self._patch(
+                torch.Tensor,
+                "__getitem__",
+                self._wrap("boolean-mask indexing", original, boolean_index),
+            )
+            for name in self.SHAPE_FUNCTIONS:
+                for owner in (torch, torch.Tensor):
+                    original = getattr(owner, name, None)
+                    if original is not None:
+                        self._patch(owner, name, self._wrap(f"torch.{name}", original, always))
+            for name in self.FACTORIES:
+                original = getattr(torch, name)
+                what = f"torch.{name}(host data, device=...)"
+                self._patch(torch, name, self._wrap(what, original, host_data))
+            self._patch(backend, "_torch_values_checkable", lambda x: False)
+            self._patch(adapter, "_native_cpu", lambda *tensors: False)
+            self._patch(backend, "constant", constant)
+        except BaseException:
+            self.disengage()
+            raise
+
+
 _GUARDS = {"torch": _TorchGuard, "jax": _JaxGuard, "cupy": _CuPyGuard}
 
 
@@ -330,11 +421,13 @@ def device_guards(library: str, mode: str = "error", *, module: Any = None) -> I
     ----------
     library : {"torch", "jax", "cupy"}
         Whose transfers to guard.
-    mode : {"error", "warn", "off"}
+    mode : {"error", "warn", "off", "simulate"}
         ``"error"``: raise (torch ``RuntimeError`` "called a synchronizing CUDA operation",
         JAX ``XlaRuntimeError`` "Disallowed device-to-host transfer", CuPy
         :class:`HostTransferError`).  ``"warn"``: torch and CuPy warn, JAX logs, and the
-        transfer goes ahead.  ``"off"``: nothing.
+        transfer goes ahead.  ``"off"``: nothing.  ``"simulate"``: for ``"torch"``, the
+        torch-CUDA guard's verdicts on CPU tensors (:class:`SimulatedTorchCudaGuard`, raising
+        :class:`HostTransferError`); for the others the same as ``"error"``.
     module : module, optional
         The library's module (default: imported by name); tests pass a stand-in.
     """
@@ -345,7 +438,10 @@ def device_guards(library: str, mode: str = "error", *, module: Any = None) -> I
     if mode == "off":
         yield None
         return
-    guard = _GUARDS[library](mode, module)
+    if mode == "simulate" and library == "torch":
+        guard = SimulatedTorchCudaGuard(mode, module)
+    else:
+        guard = _GUARDS[library]("error" if mode == "simulate" else mode, module)
     guard.engage()
     _STATE.engaged.append(guard)
     try:

@@ -51,6 +51,7 @@ def test_compute_dtype_rejects_complex():
         _backend.compute_dtype(xp, xp.complex128, name="z")
 
 
+@pytest.mark.allow_host_transfers  # the CPU policy itself, which --device-guards simulate replaces
 def test_values_checkable_policy(backend):
     x = from_numpy(backend, np.ones(2))
     on_cpu = library_of(backend) in ("numpy", "array_api_strict") or "cpu" in str(

@@ -187,13 +187,18 @@ def test_probe_runs_cpu_backends_unguarded(tmp_path):
 # The autouse guard fixture in this very run
 
 
-def test_guards_follow_the_backend(backend):
-    """CPU backends run unguarded; on a GPU backend the test body runs inside its guard."""
+def test_guards_follow_the_backend(backend, request):
+    """CPU backends run unguarded; on a GPU backend the test body runs inside its guard.
+
+    Under ``--device-guards simulate`` the CPU torch backend is guarded too (by the simulation).
+    """
     lib = library_of(backend)
     device = str(backend[1]).lower()
     on_gpu = lib == "cupy" or "cuda" in device or "gpu" in device
-    assert engaged_guards() == ((lib,) if on_gpu else ())
-    assert host_transfers_allowed() is not on_gpu
+    simulated = request.config.getoption("device_guards") == "simulate" and lib == "torch"
+    guarded = on_gpu or simulated
+    assert engaged_guards() == ((lib,) if guarded else ())
+    assert host_transfers_allowed() is not guarded
     with allow_host_transfers():
         assert host_transfers_allowed()
     # The test's own round trip goes through the helpers, which lift the guard.

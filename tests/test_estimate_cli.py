@@ -56,6 +56,7 @@ def test_help_documents_every_option():
     assert "gaussian-sparsemax" in out and "mixed-dirichlet" in out
 
 
+@pytest.mark.allow_host_transfers  # the CLI is a host program: it reads files and prints
 @pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
 def test_mixed_dirichlet_estimates_agree_with_exact_values(capsys, backend):
     if importlib.util.find_spec(backend) is None:

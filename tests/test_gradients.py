@@ -24,7 +24,7 @@ import mixedarray as ma
 from mixedarray import _backend
 from mixedarray._backend import array_namespace
 from mixedarray.gradients import expectation_surrogate, score_function_surrogate
-from tests.helpers import from_numpy, library_of, to_numpy
+from tests.helpers import allow_host_transfers, from_numpy, library_of, to_numpy
 
 ETA = np.array([0.3, -0.5, 1.1])  # face logits
 ALPHA = np.array([0.7, 1.5, 2.0])  # concentrations
@@ -81,8 +81,9 @@ def g(y: Any) -> Any:
     """The objective, on any backend: ``Σ c_k y_k² + Σ_{k: y_k>0} d_k + OFFSET``."""
     xp = array_namespace(y)
     device = _backend.device(y)
-    c = xp.asarray(C.tolist(), dtype=y.dtype, device=device)
-    d = xp.asarray(D.tolist(), dtype=y.dtype, device=device)
+    with allow_host_transfers():  # the test's own constants (a pageable copy on torch-CUDA)
+        c = xp.asarray(C.tolist(), dtype=y.dtype, device=device)
+        d = xp.asarray(D.tolist(), dtype=y.dtype, device=device)
     on_face = xp.where(y > 0, d, xp.zeros_like(y))
     return xp.sum(c * y**2 + on_face, axis=-1) + OFFSET
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from mixedarray import _backend
 from mixedarray._backend import (
     array_namespace,
     compute_dtype,
@@ -80,8 +81,8 @@ def gauss_hermite(num_nodes: int, xp: Any, dtype: Any, device: Any = None) -> tu
         raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
     nodes, log_weights = _gauss_hermite_table(num_nodes)
     return (
-        xp.asarray(list(nodes), dtype=dtype, device=device),
-        xp.asarray(list(log_weights), dtype=dtype, device=device),
+        _backend.constant(xp, nodes, dtype=dtype, device=device),
+        _backend.constant(xp, log_weights, dtype=dtype, device=device),
     )
 
 
@@ -108,7 +109,7 @@ def _prepare(
     converted = []
     for a in arrays:
         if type(a) in (int, float):
-            converted.append(xp.asarray(float(a), dtype=work, device=dev))
+            converted.append(xp.full((), float(a), dtype=work, device=dev))
         else:
             converted.append(a if a.dtype == work else xp.astype(a, work))
     return converted, out, dev

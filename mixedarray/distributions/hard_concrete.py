@@ -219,8 +219,8 @@ class HardConcrete(Distribution):
         if isinstance(num_panels, bool) or not isinstance(num_panels, int) or num_panels < 1:
             raise ValueError(f"num_panels must be a positive int, got {num_panels!r}")
         nodes, weights = _composite_legendre(num_panels, ENTROPY_NODES_PER_PANEL)
-        nodes_a = xp.asarray(list(nodes), dtype=dtype, device=dev)
-        weights_a = xp.asarray(list(weights), dtype=dtype, device=dev)
+        nodes_a = _backend.constant(xp, nodes, dtype=dtype, device=dev)
+        weights_a = _backend.constant(xp, weights, dtype=dtype, device=dev)
         t0, t1 = self._edge_logits()
         width = (t1 - t0)[..., None]
         t = t0[..., None] + width * nodes_a

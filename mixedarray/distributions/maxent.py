@@ -105,11 +105,13 @@ class MaxEntMixed(Distribution):
         self.K = K
         self.bits = float(bits)
         log_weights = _log_size_weights(K, self.bits)
-        log_size_probs = xp.asarray(
+        log_size_probs = _backend.constant(
+            xp,
             [w - self._log_normalizer for w in log_weights],
             dtype=dtype,
             device=_backend.device(like),
         )
+        log_size_probs = xp.asarray(log_size_probs, copy=True)  # the constant may be cached
         # log P(|F| = k), k = 1..K: the one array "parameter" (a leaf of the pytree view).
         self.log_size_probs = xp.broadcast_to(log_size_probs, (*tuple(batch_shape), K))
         super().__init__(

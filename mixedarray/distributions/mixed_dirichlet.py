@@ -449,7 +449,7 @@ def _symmetric_expectation(
 def _half_faces(xp: ModuleType, k: int, device: Any) -> Array:
     """All ``2**k`` subsets of ``k`` vertices (the empty one first), bool ``(2**k, k)``."""
     codes = xp.arange(2**k, dtype=xp.int32, device=device)
-    powers = xp.asarray([2**i for i in range(k)], dtype=xp.int32, device=device)
+    powers = _backend.powers_of_two(xp, k, dtype=xp.int32, device=device)
     return (codes[:, None] // powers) % 2 == 1
 
 

@@ -194,7 +194,11 @@ def test_tree_unflatten_runs_no_init_and_accepts_placeholders():
     assert type(d).tree_unflatten(aux, [None, None]).scale is None
 
 
-@pytest.mark.parametrize("validate_args", [None, True, False])
+# validate_args=True reads the values on the host, on GPUs too: no device guard for it
+VALIDATED = pytest.param(True, marks=pytest.mark.allow_host_transfers)
+
+
+@pytest.mark.parametrize("validate_args", [None, VALIDATED, False])
 def test_aux_keeps_the_requested_validate_args(backend, validate_args):
     d = _build(backend, "NonEmptyBernoulli", validate_args)
     assert d.tree_flatten()[1][-1] is validate_args
@@ -280,6 +284,7 @@ def _array(backend):
     return a
 
 
+@pytest.mark.allow_host_transfers  # validate_args=True reads the values, on GPUs too
 @pytest.mark.parametrize("name", list(BAD))
 def test_validate_args_true_checks_parameters_on_every_backend(backend, name):
     a = _array(backend)
@@ -298,7 +303,7 @@ def test_validate_args_none_checks_where_values_are_free_to_read(backend, name):
         assert BAD[name](a, None).validate_args is False
 
 
-@pytest.mark.parametrize("validate_args", [True, False])
+@pytest.mark.parametrize("validate_args", [VALIDATED, False])
 def test_log_prob_checks_points_only_under_validation(backend, validate_args):
     d = _build(backend, "MixedDirichlet", validate_args)
     off = from_numpy(backend, np.array([0.5, 0.6, 0.1]))
