@@ -63,9 +63,9 @@ def _fused(d: Any, table: bool) -> bool:
     """Whether the fused CUDA kernel counts ``d``'s faces (GaussianSparsemax on torch/CuPy GPUs)."""
     if _backend.library_name(d._like) not in ("torch", "cupy"):
         return False  # decided without importing anything
-    from mixedarray._native import cuda_faces
+    from mixedarray._native import cuda_faces, fast_paths_enabled
 
-    return cuda_faces.applicable(d, table)
+    return fast_paths_enabled() and cuda_faces.applicable(d, table)
 
 
 def _fused_counts(

@@ -67,6 +67,33 @@ def _plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[Any, int], 
     return lambda rng, num_samples: expectation(integrand, d, rng, num_samples)
 
 
+def _fused_entropy(d: Any) -> bool:
+    """Whether the fused CUDA kernel estimates ``d``'s entropy (GaussianSparsemax on a GPU)."""
+    if _backend.library_name(d._like) not in ("torch", "cupy"):
+        return False  # decided without importing anything
+    from mixedarray._native import cuda_entropy
+
+    return cuda_entropy.applicable(d)
+
+
+def _fused_or_plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[Any, int], Estimate]:
+    """The entropy's Monte Carlo estimator: the fused kernel where it applies, else ``_plain``.
+
+    Decided when the estimate is asked for, so an exact value (``method="auto"``) imports
+    nothing.
+    """
+    plain = _plain(d, integrand)
+
+    def estimate(rng: Any, num_samples: int) -> Estimate:
+        if _fused_entropy(d):
+            from mixedarray._native import cuda_entropy
+
+            return cuda_entropy.entropy_estimate(d, rng, num_samples)
+        return plain(rng, num_samples)
+
+    return estimate
+
+
 def _rao_blackwellised(
     exact_head: Callable[[], Array], integrand: Callable[[Array], Array], faces_of: Any
 ) -> Callable[[Any, int], Estimate]:
@@ -140,12 +167,20 @@ def entropy(
     For distributions that give the entropy of each face in closed form (MixedDirichlet), the
     Monte Carlo estimate is Rao–Blackwellised: exact ``H(F)`` plus an average of ``h_F`` over
     sampled faces, which has a lower variance than ``−log p(Y)``.
+
+    A GaussianSparsemax on torch CUDA tensors or CuPy arrays (float32/float64, K ≤ 128, no
+    autograd graph to keep) estimates by Monte Carlo — ``method="mc"``, or ``"auto"`` for
+    K > 2, where no closed form exists — with a fused kernel
+    (:mod:`mixedarray._native.cuda_entropy`): one launch per chunk draws, projects and scores
+    ``log p(Y)`` (the same formula, Gauss–Hermite rule and Newton steps as ``log_prob``) and
+    sums on the device, with no array of draws in memory.  Same estimator, another stream of
+    random numbers.
     """
     if hasattr(d, "conditional_entropy"):
         faces_of = d.face_distribution
         monte_carlo = _rao_blackwellised(faces_of.entropy_exact, d.conditional_entropy, faces_of)
     else:
-        monte_carlo = _plain(d, lambda y: -d.log_prob(y))
+        monte_carlo = _fused_or_plain(d, lambda y: -d.log_prob(y))
     exact = getattr(d, "entropy_exact", None)
     return _resolve("entropy", d, exact, monte_carlo, method, rng, num_samples, return_stderr)
 

@@ -51,9 +51,9 @@ def _native_cuda(z: torch.Tensor) -> bool:
     """Whether the Numba CUDA kernels may take ``z`` (a plain CUDA tensor, eager, usable GPU)."""
     if z.device.type != "cuda":
         return False
-    from mixedarray._native import cuda_interop
+    from mixedarray._native import cuda_interop, fast_paths_enabled
 
-    return cuda_interop.torch_tensor_ok(z) and cuda_interop.available()
+    return cuda_interop.torch_tensor_ok(z) and fast_paths_enabled() and cuda_interop.available()
 
 
 def _forward(name: str, z: torch.Tensor, alpha: Any = None, n_iter: Any = None) -> torch.Tensor:

@@ -27,7 +27,7 @@ import functools
 import math
 from typing import Any
 
-from mixedarray._native import cuda_interop
+from mixedarray._native import cuda_interop, fast_paths_enabled
 from mixedarray._native.cuda_interop import available
 
 __all__ = ["available", "launch_rows", "launch_vjp", "project", "register_cupy_rules", "vjp"]
@@ -173,4 +173,8 @@ def register_cupy_rules() -> None:
 
 
 def _cupy_rule(name: str, x: Array, alpha: object, n_iter: object) -> Array:
+    if not fast_paths_enabled():  # inside mixedarray._native.reference_only()
+        from mixedarray import _backend, projections
+
+        return projections.reference(name, _backend.array_namespace(x), x, alpha, n_iter)
     return project(name, x)

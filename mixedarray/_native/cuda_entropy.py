@@ -1,0 +1,268 @@
+r"""Fused Gaussian-Sparsemax entropy estimate on CUDA arrays (torch, CuPy): draw, project, score.
+
+For :math:`Y = \operatorname{sparsemax}(Z)`, :math:`Z \sim N(\mu, \operatorname{diag}\sigma^2)`,
+the Monte Carlo estimate of the direct-sum entropy
+
+.. math::
+
+    H_\oplus = -E[\log p(Y)] \approx \bar h = \frac1n \sum_{s=1}^n h_s, \qquad
+    h_s = -\log p(Y_s), \qquad
+    \operatorname{se} = \sqrt{\frac{\sum_s h_s^2 - n \bar h^2}{n (n - 1)}},
+
+takes one kernel launch per chunk (:func:`~mixedarray._native.cuda_density_kernels.entropy_kernel`)
+in which each thread draws its :math:`Z` in registers and local memory (xoroshiro128+ per
+thread, seeded on the device from :func:`mixedarray.random.seeds` of the caller's generator,
+as the face-count kernel of :mod:`mixedarray._native.cuda_faces`), projects it (the same
+support rule), evaluates :math:`\log p(Y)` by the formula, Gauss–Hermite rule and Newton steps
+of :func:`mixedarray.distributions.gaussian_sparsemax_density.log_prob` (the one-bit form for
+K = 2, as ``GaussianSparsemax.log_prob``), and adds :math:`h_s` and :math:`h_s^2` to float64
+running sums; a block reduction and one atomic per sum and block end the launch.  No array of
+n × K draws, and no array of n values, exists anywhere: the only global memory is a (B, 2)
+float64 array of sums.  The mean and standard error are computed from the sums on the device
+(plain sums, not shifted ones: exact enough while :math:`|\bar h| / \text{sd} < 10^6`), in the
+caller's library; nothing synchronises until the caller reads them.
+
+The estimate is the same random variable as the reference path of :func:`mixedarray.entropy`
+(``expectation`` of ``−d.log_prob(d.sample(...))``), from another stream of random numbers:
+they agree in distribution, not draw for draw.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mixedarray import _backend, random
+from mixedarray._native import cuda_interop, fast_paths_enabled
+
+__all__ = ["MAX_K", "applicable", "entropy_estimate", "launch_points", "launch_sums"]
+
+Array = Any
+
+MAX_K = 128  # widest event handled: the draw, its candidates and its face live in local memory
+_WORK_PER_LAUNCH = 1 << 28  # draws × K × members per launch when the caller gives no chunk size
+_THREADS = 128
+_MAX_MEMBERS = 65535  # the grid's y dimension
+_OWN = ("_rsample", "_sample", "_log_prob")  # what the kernel replaces: a subclass must not
+
+
+def applicable(d: Any) -> bool:
+    """Whether ``entropy(d, method="mc")`` can take the fused kernel.
+
+    A :class:`~mixedarray.distributions.GaussianSparsemax` (its own sampler and density) with
+    parameters that are eager float32/float64 CUDA arrays of torch or CuPy, K ≤ 128, at most
+    65535 batch members, a usable GPU, and fast paths not switched off
+    (:func:`mixedarray._native.reference_only`).  On torch, parameters that would carry an
+    autograd graph into the estimate (grad mode on and ``requires_grad``) keep the reference
+    path, whose result has that graph.  Imports ``numba.cuda`` only once the arrays are known to
+    be CUDA arrays.
+    """
+    from mixedarray.distributions import GaussianSparsemax
+
+    if not isinstance(d, GaussianSparsemax) or not fast_paths_enabled():
+        return False
+    cls = type(d)
+    if any(getattr(cls, m) is not getattr(GaussianSparsemax, m) for m in _OWN):
+        return False  # a subclass that samples or scores otherwise
+    if d.num_vertices > MAX_K or math.prod(d.batch_shape) > _MAX_MEMBERS:
+        return False
+    like = d._like
+    library = _backend.library_name(like)
+    if library == "torch":
+        import torch
+
+        for t in (d.loc, d.scale):
+            if not cuda_interop.torch_tensor_ok(t):
+                return False
+            if t.requires_grad and torch.is_grad_enabled():
+                return False
+    elif library != "cupy" or str(like.dtype) not in ("float32", "float64"):
+        return False
+    return cuda_interop.available()
+
+
+def _size_class(width: int) -> int:
+    """The local and shared arrays' length for K = ``width`` (a power of two ≥ 16)."""
+    return max(16, 1 << (width - 1).bit_length())
+
+
+def _tolerance(dtype: str) -> float:
+    """The support rule's gap tolerance: 4 eps of the dtype (``projections._positive_part``)."""
+    return 4 * (2.0**-23 if dtype == "float32" else 2.0**-52)
+
+
+def launch_sums(
+    loc: Any,
+    scale: Any,
+    seeds: Any,
+    sizes: list[int],
+    sums: Any,
+    *,
+    num_nodes: int = 32,
+    stream: Any = 0,
+    device: int = 0,
+    threads: int = _THREADS,
+    blocks: int | None = None,
+    progress: Any = None,
+) -> None:
+    """Add ``Σ −log p(Y)`` and ``Σ log p(Y)²`` over ``sum(sizes)`` draws per member to ``sums``.
+
+    Parameters
+    ----------
+    loc, scale : (B, K) float32/float64 arrays Numba accepts (device arrays; host arrays in the
+        simulator), C-contiguous.
+    seeds : int32 (len(sizes), 2) array (:func:`mixedarray.random.seeds`); launch ``i`` uses row i.
+    sizes : draws per member of each launch.
+    sums : float64 (B, 2), zero or a running total.
+    num_nodes : Gauss–Hermite nodes of ``log p`` (the distribution's ``num_nodes``).
+    threads, blocks : block size (a power of two) and blocks per member (default: enough to
+        fill the device).
+    progress : optional callable wrapping the launch indices (e.g. ``tqdm``).
+    """
+    from mixedarray._native import cuda_density_kernels
+
+    members, width = loc.shape
+    dtype = str(loc.dtype)
+    kernel = cuda_density_kernels.entropy_kernel(dtype, _size_class(width), num_nodes, threads)
+    if blocks is None:
+        resident = cuda_interop.multiprocessors() * (2048 // threads)
+        blocks = max(1, math.ceil(resident / members))
+    chunks = range(len(sizes)) if progress is None else progress(range(len(sizes)))
+    for i in chunks:
+        grid_x = max(1, min(blocks, math.ceil(sizes[i] / threads)))
+        cuda_interop.launch(
+            kernel,
+            (grid_x, members),
+            threads,
+            stream,
+            loc,
+            scale,
+            seeds,
+            i,
+            sizes[i],
+            _tolerance(dtype),
+            sums,
+            device=device,
+        )
+
+
+def launch_points(
+    loc: Any,
+    scale: Any,
+    z: Any,
+    y: Any,
+    log_p: Any,
+    *,
+    num_nodes: int = 32,
+    stream: Any = 0,
+    device: int = 0,
+    threads: int = 32,
+) -> None:
+    """The fused kernel's per-draw work on given scores: ``y = sparsemax(z)`` and ``log p(y)``.
+
+    For tests and debugging (the entropy kernel draws its own ``z``).
+
+    Parameters
+    ----------
+    loc, scale : (K,) float32/float64 arrays of one distribution.
+    z : (n, K) scores in the same dtype, C-contiguous.
+    y : (n, K) output in the same dtype: the points, exactly as the entropy kernel scores them.
+    log_p : (n,) float64 output: ``log p(y)`` as the entropy kernel computes it.
+    """
+    from mixedarray._native import cuda_density_kernels
+
+    width = loc.shape[0]
+    dtype = str(loc.dtype)
+    kernel = cuda_density_kernels.points_kernel(dtype, _size_class(width), num_nodes, threads)
+    blocks = max(1, math.ceil(z.shape[0] / threads))
+    cuda_interop.launch(
+        kernel, blocks, threads, stream, loc, scale, z, _tolerance(dtype), y, log_p, device=device
+    )
+
+
+def entropy_estimate(
+    d: Any,
+    rng: Any,
+    num_samples: int,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    *,
+    threads: int = _THREADS,
+    blocks: int | None = None,
+) -> Any:
+    r"""Monte Carlo :math:`H_\oplus(d) = -E[\log p(Y)]` and its standard error, fused.
+
+    Parameters
+    ----------
+    d : GaussianSparsemax
+        With parameters on a CUDA device (:func:`applicable`); in Numba's CUDA simulator, NumPy
+        parameters run too.
+    rng : generator, key or int
+        The caller's generator (:mod:`mixedarray.random`): one seed per launch is drawn from it.
+    num_samples : int
+        Draws per batch member, ≥ 2.
+    chunk_size : int, optional
+        Draws per member and launch; by default about 2**28 / (K × members).
+    progress : bool, default False
+        Show a ``tqdm`` progress bar over launches.
+    threads, blocks : launch shape (see :func:`launch_sums`).
+
+    Returns
+    -------
+    Estimate
+        ``value`` = mean of ``−log p(Y)``, ``stderr`` = its sample standard deviation / √n, of
+        shape ``batch_shape``, in ``d``'s library, dtype and device (not read back).
+    """
+    from mixedarray.montecarlo import Estimate, _chunk_sizes
+
+    xp, like = d._xp, d._like
+    width = d.num_vertices
+    members = math.prod(d.batch_shape)
+    default = max(threads, _WORK_PER_LAUNCH // (width * members))
+    sizes = _chunk_sizes(num_samples, chunk_size or default, 1)
+    seeds = random.seeds(rng, len(sizes), like=like)
+    device = _backend.device(like)
+    sums = xp.zeros((members, 2), dtype=xp.float64, device=device)
+    loc = _contiguous(xp.reshape(d.loc, (members, width)))
+    scale = _contiguous(xp.reshape(d.scale, (members, width)))
+    wrap = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        def wrap(chunks: Any) -> Any:
+            return tqdm(chunks, desc="entropy", unit="chunk")
+
+    on_gpu = _backend.library_name(like) in ("torch", "cupy")
+    launch_sums(
+        cuda_interop.view(loc),
+        cuda_interop.view(scale),
+        cuda_interop.view(_contiguous(seeds)),
+        sizes,
+        cuda_interop.view(sums),
+        num_nodes=d.num_nodes,
+        stream=cuda_interop.stream(like),
+        device=cuda_interop.device_index(like) if on_gpu else 0,
+        threads=threads,
+        blocks=blocks,
+        progress=wrap,
+    )
+    n = float(num_samples)
+    mean = sums[:, 0] / n
+    variance = (sums[:, 1] - n * mean * mean) / (n - 1.0)
+    stderr = xp.sqrt(xp.clip(variance, min=0.0) / n)
+    shape = tuple(d.batch_shape)
+    value = xp.astype(xp.reshape(mean, shape), d.dtype)
+    return Estimate(value, xp.astype(xp.reshape(stderr, shape), d.dtype))
+
+
+def _contiguous(x: Array) -> Array:
+    module = type(x).__module__
+    if module.startswith("torch"):
+        return x.detach().contiguous()
+    if module.startswith("cupy"):
+        import cupy
+
+        return cupy.ascontiguousarray(x)
+    import numpy as np  # host arrays: the simulator
+
+    return np.ascontiguousarray(x)
