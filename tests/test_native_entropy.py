@@ -8,8 +8,10 @@
      the reference — the same support, ``y`` within 1e-12 (float64) / 1e-6 (float32), and
      ``log p`` within 1e-10 relative of the float64 reference ``GaussianSparsemax.log_prob`` at
      the same point (float32 parameters too: the kernel scores the float32 point in float64),
-     and within 1e-5 relative of the float32 reference at moderate scales; K = 1, 2, 3, 10, 40,
-     faces of every size, scales from 1e-3 to 30, far tails (log p ≈ −1000);
+     and within 1e-5 relative of the float32 reference but at scales of 1e-3 (where that
+     reference's float32 ``a = μ − y`` loses digits); K = 1, 2, 3, 10, 40, faces of every size,
+     ties with the threshold, scales from 1e-3 to 30, far tails (log p down to −5e5), 2 to 64
+     Gauss–Hermite nodes;
    * the whole estimate (``entropy_estimate`` on NumPy parameters, which the simulator runs) —
      two batch members, several launches — against the reference ``ma.entropy(method="mc")``
      within 4.5 combined standard errors, K = 2 against the closed form, and a planted wrong
@@ -57,12 +59,12 @@ import mixedarray as ma
 from mixedarray import projections as P
 from mixedarray._native.cuda_entropy import launch_points
 
-def kernel_points(loc, scale, z, dtype):
+def kernel_points(loc, scale, z, dtype, num_nodes):
     loc, scale = (np.ascontiguousarray(np.asarray(a, dtype=dtype)) for a in (loc, scale))
     z = np.ascontiguousarray(np.asarray(z, dtype=dtype))
     y = np.full_like(z, np.nan)
     log_p = np.full(z.shape[0], np.nan)
-    launch_points(loc, scale, z, y, log_p)
+    launch_points(loc, scale, z, y, log_p, num_nodes=num_nodes)
     return z, y, log_p
 
 def every_face_size(rng, k, sizes):
@@ -74,9 +76,9 @@ def every_face_size(rng, k, sizes):
         rows.append(rng.permutation(z))
     return np.array(rows)
 
-def check(label, loc, scale, z, dtype, moderate):
+def check(label, loc, scale, z, dtype, moderate, num_nodes=32):
     loc, scale = np.asarray(loc, float), np.asarray(scale, float)
-    z, y, log_p = kernel_points(loc, scale, z, dtype)
+    z, y, log_p = kernel_points(loc, scale, z, dtype, num_nodes)
     where = f"{label} {dtype} K={loc.size}"
     exact_y = P.reference("sparsemax", anp, z.astype(np.float64))
     same_dtype_y = P.reference("sparsemax", anp, z)
@@ -85,13 +87,14 @@ def check(label, loc, scale, z, dtype, moderate):
     # the reference density at the kernel's point: float64 (parameters as the kernel saw them)
     point = y.astype(np.float64)
     loc_d, scale_d = loc.astype(dtype).astype(float), scale.astype(dtype).astype(float)
-    ref = ma.GaussianSparsemax(loc_d, scale_d, validate_args=False).log_prob(point)
+    ref = ma.GaussianSparsemax(
+        loc_d, scale_d, num_nodes=num_nodes, validate_args=False).log_prob(point)
     assert np.all(np.isfinite(ref)) and np.all(np.isfinite(log_p)), where
     err = np.abs(log_p - ref) / np.maximum(1.0, np.abs(ref))
     assert np.max(err) <= 1e-10, (where, np.max(err), log_p, ref)
     if dtype == "float32" and moderate:
         ref32 = ma.GaussianSparsemax(loc.astype(dtype), scale.astype(dtype),
-                                     validate_args=False).log_prob(y)
+                                     num_nodes=num_nodes, validate_args=False).log_prob(y)
         err32 = np.abs(log_p - ref32) / np.maximum(1.0, np.abs(ref))
         assert np.max(err32) <= 1e-5, (where, "float32 reference", np.max(err32))
     return {int(s) for s in (y > 0).sum(-1)}, float(ref.min())
@@ -136,6 +139,11 @@ for z in ([[1.0, 0, 0], [2.0, 1, 1], [1, 1, 0]], [[1.0] + [0.0] * 9, [0.5] * 2 +
     k = len(z[0])
     sizes, _ = check("ties", np.linspace(-1, 1, k), np.full(k, 0.7), z, dtype, True)
     assert 1 in sizes, sizes
+# the distribution's number of Gauss–Hermite nodes is the kernel's
+loc, scale = rng.normal(size=10), np.exp(0.5 * rng.normal(size=10))
+z = np.concatenate([loc + scale * rng.normal(size=(6, 10)), every_face_size(rng, 10, [1, 4])])
+for num_nodes in (2, 8, 64):
+    check(f"{{num_nodes}} nodes", loc, scale, z, dtype, True, num_nodes)
 print("ok")
 """
     )

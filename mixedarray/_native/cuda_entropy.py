@@ -43,6 +43,7 @@ MAX_K = 128  # widest event handled: the draw, its candidates and its face live 
 _WORK_PER_LAUNCH = 1 << 28  # draws × K × members per launch when the caller gives no chunk size
 _THREADS = 128
 _MAX_MEMBERS = 65535  # the grid's y dimension
+_MAX_NODES = 1024  # Gauss–Hermite nodes: 16 KiB of constant memory
 _OWN = ("_rsample", "_sample", "_log_prob")  # what the kernel replaces: a subclass must not
 
 
@@ -51,7 +52,8 @@ def applicable(d: Any) -> bool:
 
     A :class:`~mixedarray.distributions.GaussianSparsemax` (its own sampler and density) with
     parameters that are eager float32/float64 CUDA arrays of torch or CuPy, K ≤ 128, at most
-    65535 batch members, a usable GPU, and fast paths not switched off
+    65535 batch members and 1024 Gauss–Hermite nodes, a usable GPU, and fast paths not switched
+    off
     (:func:`mixedarray._native.reference_only`).  On torch, parameters that would carry an
     autograd graph into the estimate (grad mode on and ``requires_grad``) keep the reference
     path, whose result has that graph.  Imports ``numba.cuda`` only once the arrays are known to
@@ -59,13 +61,15 @@ def applicable(d: Any) -> bool:
     """
     from mixedarray.distributions import GaussianSparsemax
 
-    if not isinstance(d, GaussianSparsemax) or not fast_paths_enabled():
+    if not isinstance(d, GaussianSparsemax):
         return False
     cls = type(d)
     if any(getattr(cls, m) is not getattr(GaussianSparsemax, m) for m in _OWN):
         return False  # a subclass that samples or scores otherwise
     if d.num_vertices > MAX_K or math.prod(d.batch_shape) > _MAX_MEMBERS:
         return False
+    if d.num_nodes > _MAX_NODES:
+        return False  # the rule lives in constant memory (64 KiB)
     like = d._like
     library = _backend.library_name(like)
     if library == "torch":
@@ -78,7 +82,8 @@ def applicable(d: Any) -> bool:
                 return False
     elif library != "cupy" or str(like.dtype) not in ("float32", "float64"):
         return False
-    return cuda_interop.available()
+    # last: torch_tensor_ok has ruled out tracing (torch.compile) by now
+    return fast_paths_enabled() and cuda_interop.available()
 
 
 def _size_class(width: int) -> int:
