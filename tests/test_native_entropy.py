@@ -441,9 +441,10 @@ def test_gpu_entropy_takes_the_fused_kernel(gpu_backend, dtype, monkeypatch):
         cuda_entropy, "entropy_estimate", lambda *a: calls.append(1) or original(*a)
     )
     n = 1_000_000
+    first, second = _rng(library, 1), _rng(library, 2)
     with device_guards(library):
-        fused = ma.entropy(d, method="mc", rng=_rng(library, 1), num_samples=n, return_stderr=True)
-        auto = ma.entropy(d, rng=_rng(library, 2), num_samples=1000)
+        fused = ma.entropy(d, method="mc", rng=first, num_samples=n, return_stderr=True)
+        auto = ma.entropy(d, rng=second, num_samples=1000)
     assert calls == [1, 1]
     for out in (fused.value, fused.stderr, auto):
         assert type(out) is type(loc) and str(out.dtype) == dtype and out.device == loc.device
@@ -462,15 +463,22 @@ def test_gpu_entropy_takes_the_fused_kernel(gpu_backend, dtype, monkeypatch):
     assert np.min(np.abs(value - np.roll(ref, 1)) / combined) > 4
 
 
-def test_gpu_entropy_bit_exact_for_auto_and_kernel_for_mc(gpu_backend):
+def test_gpu_entropy_bit_exact_for_auto_and_kernel_for_mc(gpu_backend, monkeypatch):
+    """K = 2: ``auto`` is the closed form; ``mc`` takes the kernel (its one-bit density)."""
     backend, library = gpu_backend
     loc = from_numpy(backend, np.array([-0.4, 0.0]), "float64")
     d = ma.GaussianSparsemax(loc, from_numpy(backend, np.full(2, 0.7 * np.sqrt(2)), "float64"))
-    exact = float(to_numpy(ma.entropy(d)))
+    calls = []
+    original = cuda_entropy.entropy_estimate
+    monkeypatch.setattr(
+        cuda_entropy, "entropy_estimate", lambda *a: calls.append(1) or original(*a)
+    )
+    exact = float(to_numpy(ma.entropy(d, rng=0, num_samples=10)))
+    assert calls == []
+    generator = _rng(library, 4)
     with device_guards(library):
-        mc = ma.entropy(
-            d, method="mc", rng=_rng(library, 4), num_samples=4_000_000, return_stderr=True
-        )
+        mc = ma.entropy(d, method="mc", rng=generator, num_samples=4_000_000, return_stderr=True)
+    assert calls == [1]
     value, se = float(to_numpy(mc.value)), float(to_numpy(mc.stderr))
     assert 0 < se < 0.1 * abs(exact)
     assert abs(value - exact) < 4 * se
