@@ -60,8 +60,9 @@ class FaceStatistics(NamedTuple):
 
 
 def _fused(d: Any, table: bool) -> bool:
-    """Whether the fused CUDA kernel counts ``d``'s faces (GaussianSparsemax on torch/CuPy GPUs)."""
-    if _backend.library_name(d._like) not in ("torch", "cupy"):
+    """Whether the fused CUDA kernel counts ``d``'s faces (GaussianSparsemax on torch/CuPy GPUs,
+    or on eager JAX GPU arrays through DLPack)."""
+    if _backend.library_name(d._like) not in ("torch", "cupy", "jax"):
         return False  # decided without importing anything
     from mixedarray._native import cuda_faces, fast_paths_enabled
 

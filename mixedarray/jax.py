@@ -7,6 +7,13 @@ Newton threshold solver inside ``jax.lax.while_loop``); the derivatives are the 
 JVPs there, linear in the tangent, so JAX transposes them for reverse mode.  Everything works
 under ``jit``, ``vmap``, ``grad``, ``jacfwd``/``jacrev`` and higher orders.
 
+An eager (concrete) float32/float64 array on a CUDA GPU, with CuPy and Numba's CUDA target
+installed, takes the Numba kernels of :mod:`mixedarray._native.cuda_threshold` instead, zero-copy
+through DLPack (:func:`mixedarray._native.cuda_interop.through_cupy`): in the ``custom_jvp``
+primal, and so also in the JVP rule whenever its primal is concrete (eager ``grad``, ``jvp``,
+``jacfwd``).  A traced array (``jit``, ``vmap``, a primal staged by an outer ``jit``) takes the
+Newton solver above; CPU and TPU arrays import neither CuPy nor Numba.
+
 Every distribution class is registered as a pytree here (its array parameters are the
 leaves), so distributions pass into and out of ``jit``, ``vmap``, ``grad`` and ``lax`` control
 flow.  Registration happens when this module is imported: the first time a distribution is
@@ -23,6 +30,7 @@ import jax.numpy as jnp
 
 from mixedarray import projections
 from mixedarray._backend import register_rule
+from mixedarray._native import cuda_interop
 
 __all__: list[str] = []
 
@@ -44,27 +52,40 @@ _bisect = jax.jit(
 )
 
 
+def _threshold(name: str, z: jax.Array) -> jax.Array:
+    """``name`` ("sparsemax" or "entmax15") of ``z`` along its last axis.
+
+    The Numba CUDA kernel for an eager JAX GPU array (through DLPack, on the caller's stream),
+    otherwise the jitted Newton solver (any tracer, any other device).
+    """
+    if cuda_interop.jax_array_ok(z):
+        from mixedarray._native import cuda_threshold
+
+        return cuda_interop.through_cupy(functools.partial(cuda_threshold.project, name), z)
+    return _newton(z, name)
+
+
 @jax.custom_jvp
 def _sparsemax(z: jax.Array) -> jax.Array:
-    return _newton(z, "sparsemax")
+    return _threshold("sparsemax", z)
 
 
 @_sparsemax.defjvp
 def _sparsemax_jvp(primals: tuple, tangents: tuple) -> tuple:
     z, dz = jnp.asarray(primals[0]), jnp.asarray(tangents[0])
-    y = _sparsemax(z)
+    y = _sparsemax(z)  # the primal: the kernel where z is concrete on a GPU
     return y, projections.sparsemax_jvp(y, dz)
 
 
 @jax.custom_jvp
 def _entmax15(z: jax.Array) -> jax.Array:
-    return _newton(z, "entmax15")
+    return _threshold("entmax15", z)
 
 
 @_entmax15.defjvp
 def _entmax15_jvp(primals: tuple, tangents: tuple) -> tuple:
     z, dz = jnp.asarray(primals[0]), jnp.asarray(tangents[0])
-    y = _entmax15(z)
+    y = _entmax15(z)  # the primal: the kernel where z is concrete on a GPU
     return y, projections.entmax15_jvp(y, dz)
 
 

@@ -1,4 +1,5 @@
-r"""Fused Gaussian-Sparsemax face statistics on CUDA arrays (torch, CuPy): draw, project, count.
+r"""Fused Gaussian-Sparsemax face statistics on CUDA arrays (torch, CuPy, eager JAX): draw,
+project, count.
 
 For :math:`Y = \operatorname{sparsemax}(Z)`, :math:`Z \sim N(\mu, \operatorname{diag}\sigma^2)`,
 one kernel launch per chunk draws every :math:`Z` in registers (xoroshiro128+ per thread, seeded
@@ -12,6 +13,13 @@ The statistics are the same random variables as the reference path of
 :func:`mixedarray.face_statistics` (which draws ``torch.randn``-style noise,
 projects and counts), from another stream of random numbers: they agree in distribution, not
 draw for draw.
+
+Eager JAX arrays on a CUDA GPU take the same kernel through DLPack
+(:func:`mixedarray._native.cuda_interop.through_cupy`): the seeds are drawn from the caller's
+JAX key by JAX on the parameters' device, the parameters and seeds are viewed by CuPy without
+copies, the counts are CuPy arrays handed back to JAX.  Where the seeds come out traced (a key
+under ``jit`` or ``vmap``, or the whole call staged by ``jit``) the reference draws and counts
+run instead, exactly as :func:`mixedarray.face_statistics` does without the kernel.
 """
 
 from __future__ import annotations
@@ -37,8 +45,10 @@ def applicable(d: Any, table: bool) -> bool:
     """Whether ``face_statistics(d, ..., table=table)`` can take the fused kernel.
 
     A :class:`~mixedarray.distributions.GaussianSparsemax` (its own sampler) with parameters that
-    are eager float32/float64 CUDA arrays of torch or CuPy, K ≤ 128, no face table, and a usable
-    GPU.  Imports ``numba.cuda`` only once the arrays are known to be CUDA arrays.
+    are eager float32/float64 CUDA arrays of torch or CuPy, or eager JAX arrays on one CUDA GPU
+    (:func:`~mixedarray._native.cuda_interop.jax_array_ok`), K ≤ 128, no face table, and a
+    usable GPU.  Imports ``numba.cuda`` (and, for JAX, CuPy) only once the arrays are known to
+    be CUDA arrays.
     """
     from mixedarray.distributions import GaussianSparsemax
 
@@ -50,6 +60,8 @@ def applicable(d: Any, table: bool) -> bool:
         return False
     like = d._like
     library = _backend.library_name(like)
+    if library == "jax":
+        return cuda_interop.jax_array_ok(d.loc, d.scale)
     if library == "torch":
         if not cuda_interop.torch_tensor_ok(like):
             return False
@@ -116,23 +128,42 @@ def launch_counts(
 def face_counts(
     d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
 ) -> tuple[Array, Array]:
-    """Counts of ``|F| = k`` and of ``i ∈ F`` over ``num_samples`` draws of ``d`` (float64).
+    """Counts of ``|F| = k`` and of ``i ∈ F`` over ``num_samples`` draws of ``d``.
 
-    Arrays of ``d``'s library and device, shape ``batch_shape + (K,)``; ``d`` must be
-    :func:`applicable`.  Launches go on the library's current stream; nothing is read back.
+    Arrays of ``d``'s library and device, shape ``batch_shape + (K,)``, float64 (float32 for JAX
+    without x64); ``d`` must be :func:`applicable`.  Launches go on the library's current
+    stream (for JAX, CuPy's current stream, ordered against JAX's by DLPack); nothing is read
+    back.
     """
     from mixedarray.montecarlo import _chunk_sizes
 
-    xp, like = d._xp, d._like
-    width = d.num_vertices
-    members = math.prod(d.batch_shape)
+    like = d._like
     # int32 counters per block: at most 2**30 draws per member and launch.
     sizes = _chunk_sizes(num_samples, min(chunk_size or FAST_CHUNK, _MAX_CHUNK), 1)
     seeds = random.seeds(rng, len(sizes), like=like)
-    device = _backend.device(like)
-    counts = xp.zeros((members, 2, width), dtype=xp.float64, device=device)
-    loc = _contiguous(xp.reshape(d.loc, (members, width)))
-    scale = _contiguous(xp.reshape(d.scale, (members, width)))
+    if _backend.library_name(like) == "jax":
+        if _backend.is_traced(seeds):  # a traced key, or the call staged by jit
+            return _reference_counts(d, rng, num_samples, chunk_size, progress)
+        return _jax_face_counts(d, seeds, sizes, progress)
+    xp = d._xp
+    members, width = math.prod(d.batch_shape), d.num_vertices
+    counts = _counts(
+        xp.reshape(d.loc, (members, width)),
+        xp.reshape(d.scale, (members, width)),
+        seeds,
+        sizes,
+        progress,
+    )
+    shape = (*d.batch_shape, d.num_vertices)
+    return xp.reshape(counts[:, 0, :], shape), xp.reshape(counts[:, 1, :], shape)
+
+
+def _counts(loc: Array, scale: Array, seeds: Array, sizes: list[int], progress: bool) -> Array:
+    """Float64 (B, 2, K) counts for the (B, K) parameters ``loc``, ``scale`` of one library
+    (torch or CuPy), launched on that library's current stream of their device."""
+    xp = _backend.array_namespace(loc)
+    members, width = loc.shape
+    counts = xp.zeros((members, 2, width), dtype=xp.float64, device=_backend.device(loc))
     wrap = None
     if progress:
         from tqdm.auto import tqdm
@@ -141,22 +172,77 @@ def face_counts(
             return tqdm(chunks, desc="face statistics", unit="chunk")
 
     launch_counts(
-        cuda_interop.view(loc),
-        cuda_interop.view(scale),
+        cuda_interop.view(_contiguous(loc)),
+        cuda_interop.view(_contiguous(scale)),
         cuda_interop.view(_contiguous(seeds)),
         sizes,
         cuda_interop.view(counts),
-        stream=cuda_interop.stream(like),
-        device=cuda_interop.device_index(like),
+        stream=cuda_interop.stream(loc),
+        device=cuda_interop.device_index(loc),
         progress=wrap,
     )
+    return counts
+
+
+def _jax_face_counts(d: Any, seeds: Array, sizes: list[int], progress: bool) -> tuple[Array, Array]:
+    """:func:`face_counts` of eager JAX GPU parameters: the kernel on CuPy views (DLPack)."""
+    from mixedarray.montecarlo import _accumulation_dtype
+
+    members, width = math.prod(d.batch_shape), d.num_vertices
     shape = (*d.batch_shape, width)
-    return xp.reshape(counts[:, 0, :], shape), xp.reshape(counts[:, 1, :], shape)
+    accumulate = _accumulation_dtype(d._xp, d._like)  # float32 where JAX has no x64
+    dtype = str(getattr(accumulate, "dtype", accumulate))  # jnp.float64 is a scalar type
+
+    def count(loc: Array, scale: Array, seed_words: Array) -> tuple[Array, Array]:
+        xp = _backend.array_namespace(loc)
+        counts = _counts(
+            xp.reshape(loc, (members, width)),
+            xp.reshape(scale, (members, width)),
+            seed_words,
+            sizes,
+            progress,
+        )
+        target = getattr(xp, dtype)
+        return tuple(xp.astype(xp.reshape(counts[:, i, :], shape), target) for i in (0, 1))
+
+    return cuda_interop.through_cupy(count, d.loc, d.scale, seeds)
+
+
+def _reference_counts(
+    d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
+) -> tuple[Array, Array]:
+    """The counts of :func:`mixedarray.face_statistics`'s reference path (same chunks, keys
+    and draws), for a JAX call whose seeds are traced and so cannot reach the kernel."""
+    from mixedarray import faces
+    from mixedarray.montecarlo import _accumulation_dtype, _chunk_sizes
+
+    xp, like, width = d._xp, d._like, d.num_vertices
+    sizes = _chunk_sizes(num_samples, chunk_size, max(1, math.prod(d.batch_shape) * width))
+    keys = random.split(rng, len(sizes), like=like)
+    accumulate = _accumulation_dtype(xp, like)
+    vertex_sizes = xp.arange(1, width + 1, dtype=xp.int64, device=_backend.device(like))
+    chunks: Any = range(len(sizes))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="face statistics", unit="chunk")
+    by_size = by_vertex = None
+    for i in chunks:
+        mask = faces.support(d.sample(keys[i], (sizes[i],)))
+        size = xp.sum(xp.astype(mask, xp.int64), axis=-1)
+        sizes_i = xp.sum(xp.astype(size[..., None] == vertex_sizes, accumulate), axis=0)
+        vertices_i = xp.sum(xp.astype(mask, accumulate), axis=0)
+        by_size = sizes_i if by_size is None else by_size + sizes_i
+        by_vertex = vertices_i if by_vertex is None else by_vertex + vertices_i
+    return by_size, by_vertex
 
 
 def _contiguous(x: Array) -> Array:
-    if type(x).__module__.startswith("torch"):
+    module = type(x).__module__
+    if module.startswith("torch"):
         return x.detach().contiguous()
-    import cupy
+    if module.startswith("cupy"):
+        import cupy
 
-    return cupy.ascontiguousarray(x)
+        return cupy.ascontiguousarray(x)
+    return x  # host arrays (the simulator): C-contiguous as made

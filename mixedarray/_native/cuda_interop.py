@@ -1,4 +1,4 @@
-"""Handing CUDA arrays of PyTorch and CuPy to the Numba kernels, without copies.
+"""Handing CUDA arrays of PyTorch, CuPy and JAX to the Numba kernels, without copies.
 
 Numba reads any object with ``__cuda_array_interface__`` (CuPy arrays, torch CUDA tensors) as a
 device array view of the same memory, and launches on the caller's stream through
@@ -10,6 +10,15 @@ allocated by the caller's library, so results are its arrays on its device.
 ``numba.cuda`` is imported only here and only when a CUDA array arrives (:func:`available`);
 without a usable GPU (no driver, or Numba without its CUDA target) every fast path is skipped
 and the public functions use the standard-API reference.
+
+Eager JAX arrays on a CUDA GPU take the CuPy route through DLPack (:func:`jax_array_ok`,
+:func:`to_cupy`, :func:`to_jax`, :func:`through_cupy`): ``cupy.from_dlpack`` views the JAX
+buffer and passes CuPy's current stream to ``jax.Array.__dlpack__``, which makes that stream
+wait for the computation that produced the buffer (an event, no host synchronisation); the
+kernels run on that stream into CuPy outputs, and ``jax.numpy.from_dlpack`` hands those back to
+JAX, whose stream in turn waits for CuPy's.  Traced arrays (``jit``, ``vmap``, staged
+``grad``) cannot be read at all and keep the standard-API reference.  CuPy is imported only
+once an array is known to be a single-device JAX array on a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -17,8 +26,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
+
+from mixedarray import _backend
 
 Array = Any
 
@@ -88,13 +101,15 @@ def _wrapped(pointer: int) -> Any:
 
 
 def device_index(x: Array) -> int:
-    """The CUDA device ordinal of ``x``."""
+    """The CUDA device ordinal of ``x`` (0 for host arrays, as in the simulator)."""
     module = type(x).__module__
     if module.startswith("torch"):
         import torch
 
         return x.device.index if x.device.index is not None else torch.cuda.current_device()
-    return int(x.device.id)
+    if module.startswith("cupy"):
+        return int(x.device.id)
+    return 0
 
 
 def launch(kernel: Any, grid: Any, block: int, on: Any, *args: Any, device: int = 0) -> None:
@@ -125,3 +140,134 @@ def multiprocessors() -> int:
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
     except Exception:
         return 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager JAX arrays on a CUDA GPU: zero-copy through DLPack to CuPy and back.
+
+_FLOATS = ("float32", "float64")
+_KDLCUDA = 2  # DLPack's device type of CUDA device memory
+
+
+def jax_array_ok(*arrays: Array) -> bool:
+    """Whether the JAX arrays may go to the Numba kernels through DLPack and CuPy.
+
+    True when every one of ``arrays`` is an eager (not traced) float32/float64 JAX array with
+    at least one element, held in device memory of one CUDA GPU (the same for all), CuPy and
+    Numba's CUDA target are usable (:func:`dlpack_available`), and the fast paths are not
+    switched off (:func:`mixedarray._native.reference_only`).  Imports nothing unless the
+    arrays are on a CUDA GPU, so CPU (and TPU) users load neither CuPy nor Numba.
+
+    Parameters
+    ----------
+    *arrays : array
+        The arrays a kernel would read.
+
+    Returns
+    -------
+    bool
+        Whether :func:`through_cupy` may take them.
+    """
+    from mixedarray._native import fast_paths_enabled
+
+    if not arrays or "jax" not in sys.modules or not fast_paths_enabled():
+        return False
+    device = None
+    for x in arrays:
+        if _backend.library_name(x) != "jax" or _backend.is_traced(x):
+            return False
+        if str(x.dtype) not in _FLOATS or x.size == 0:
+            return False
+        here = _cuda_device(x)
+        if here is None or (device is not None and here != device):
+            return False
+        device = here
+    return dlpack_available()
+
+
+def _cuda_device(x: Array) -> Any:
+    """The one CUDA device whose memory holds the concrete JAX array ``x``, else ``None``.
+
+    ``None`` for CPU and TPU arrays, ROCm GPUs (also platform ``"gpu"`` in JAX, but not
+    DLPack's CUDA device type), arrays sharded over several devices, and host memory kinds
+    (``pinned_host``) of a GPU.
+    """
+    devices = x.devices()
+    if len(devices) != 1:
+        return None
+    (device,) = devices
+    if device.platform not in ("gpu", "cuda"):
+        return None
+    if getattr(x.sharding, "memory_kind", None) not in (None, "device"):
+        return None
+    if int(x.__dlpack_device__()[0]) != _KDLCUDA:
+        return None
+    return device
+
+
+@functools.cache
+def dlpack_available() -> bool:
+    """Whether the DLPack route can run here: CuPy sees a CUDA device and Numba can launch."""
+    if importlib.util.find_spec("cupy") is None or not available():
+        return False
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:  # a CuPy without a matching CUDA runtime is "no fast path", not an error
+        return False
+
+
+def to_cupy(x: Array) -> Any:
+    """A CuPy array viewing the memory of the eager JAX GPU array ``x`` (no copy).
+
+    ``cupy.from_dlpack`` asks ``x.__dlpack__`` with CuPy's current stream of ``x``'s device,
+    and JAX makes that stream wait for the work that produced ``x``: kernels launched on it
+    afterwards see ``x`` complete, and the host never waits.  The view is read-only by
+    contract (JAX buffers are immutable): kernels write only to arrays CuPy allocates.
+    """
+    import cupy
+
+    return cupy.from_dlpack(x)
+
+
+def to_jax(y: Any) -> Array:
+    """The CuPy array ``y`` as a JAX array on the same GPU (no copy when ``y`` is C-contiguous).
+
+    ``jax.numpy.from_dlpack`` asks ``y.__dlpack__`` with JAX's stream, and CuPy makes it wait
+    for CuPy's current stream (an event), so JAX's later work on the result, and on memory it
+    frees, is ordered after the kernels that wrote ``y``.  Call it with ``y``'s device current
+    (:func:`through_cupy` does), since CuPy records that event on the current device's stream.
+    """
+    import cupy
+    import jax.numpy as jnp
+
+    return jnp.from_dlpack(cupy.ascontiguousarray(y))
+
+
+def through_cupy(fn: Callable[..., Any], *arrays: Array) -> Any:
+    """``fn`` applied to CuPy views of the JAX GPU ``arrays``; its result(s) as JAX arrays.
+
+    Everything runs with the arrays' device current and on CuPy's current stream there, without
+    a host synchronisation.  The caller has checked :func:`jax_array_ok` first.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes one CuPy array per JAX array, returns a CuPy array or a tuple of them (arrays CuPy
+        allocated, never the input views).
+    *arrays : array
+        Eager JAX arrays on one CUDA GPU.
+
+    Returns
+    -------
+    array or tuple of arrays
+        JAX arrays on the same device, sharing the memory of ``fn``'s results.
+    """
+    views = [to_cupy(x) for x in arrays]
+    device = getattr(views[0], "device", None)
+    with device if hasattr(device, "__enter__") else contextlib.nullcontext():
+        out = fn(*views)
+        if isinstance(out, tuple):
+            return tuple(to_jax(y) for y in out)
+        return to_jax(out)

@@ -17,8 +17,9 @@ per thread, so float64 costs nothing measurable in a memory-bound kernel, and it
 CPU kernel and the tests' tolerance (1e-6 on float32 outputs) assume.
 
 Taken by the public functions (``sparsemax``, ``entmax15``) for CuPy arrays (rules registered
-the first time a CuPy array arrives) and for eager torch CUDA tensors (``mixedarray.torch``),
-whenever :func:`available`; otherwise the reference runs, silently.
+the first time a CuPy array arrives), for eager torch CUDA tensors (``mixedarray.torch``) and
+for eager JAX arrays on a CUDA GPU (``mixedarray.jax``, which hands :func:`project` CuPy views
+of them through DLPack), whenever :func:`available`; otherwise the reference runs, silently.
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ def _empty_like(x: Array) -> Array:
 
 def project(name: str, x: Array) -> Array:
     """``name`` of the torch CUDA tensor or CuPy array ``x`` along its last axis.
+
+    (Eager JAX GPU arrays arrive here as CuPy views:
+    :func:`mixedarray._native.cuda_interop.through_cupy`.)
 
     The result is a new array of ``x``'s library, dtype (float32/float64) and device, computed
     on the library's current stream of that device, without synchronising.
