@@ -86,7 +86,7 @@ def _table_counts(xp: Any, mask: Array, num_vertices: int, accumulate: Any) -> A
     """Counts of every face code 1..2^K − 1 over axis 0 of ``mask`` (shape n + batch + (K,))."""
     integer = xp.int64
     device = _backend.device(mask)
-    powers = xp.asarray([2**k for k in range(num_vertices)], dtype=integer, device=device)
+    powers = _backend.powers_of_two(xp, num_vertices, dtype=integer, device=device)
     codes = xp.sum(xp.astype(mask, integer) * powers, axis=-1)  # n + batch, in 1 .. 2^K − 1
     n = codes.shape[0]
     batch = tuple(codes.shape[1:])

@@ -135,3 +135,39 @@ def test_broadcast_shapes():
     assert _backend.broadcast_shapes() == ()
     with pytest.raises(ValueError, match=r"\(3,\), \(4,\) do not broadcast"):
         _backend.broadcast_shapes((3,), (4,))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_constant_is_on_the_callers_device(backend, dtype):
+    xp, device = backend
+    values = (0.5, -1.25, 3.0e-7)
+    got = _backend.constant(xp, values, dtype=getattr(xp, dtype), device=device)
+    assert _backend.library_name(got) == library_of(backend)
+    assert got.dtype == getattr(xp, dtype)
+    assert _backend.device(got) == _backend.device(xp.zeros(1, device=device))
+    np.testing.assert_array_equal(to_numpy(got), np.asarray(values, dtype=dtype))
+    again = _backend.constant(xp, values, dtype=getattr(xp, dtype), device=device)
+    np.testing.assert_array_equal(to_numpy(again), to_numpy(got))
+
+
+@pytest.mark.parametrize(("n", "dtype"), [(1, "int32"), (5, "int32"), (31, "int32"), (62, "int64")])
+def test_powers_of_two(backend, n, dtype):
+    xp, device = backend
+    got = _backend.powers_of_two(xp, n, dtype=getattr(xp, dtype), device=device)
+    assert got.dtype == getattr(xp, dtype)
+    assert _backend.device(got) == _backend.device(xp.zeros(1, device=device))
+    assert to_numpy(got).tolist() == [2**k for k in range(n)]
+
+
+def test_jax_constants_captured_under_jit_are_not_checked():
+    """A concrete CPU array closed over by a jitted function: its checks would be traced."""
+    jax = pytest.importorskip("jax")
+    import mixedarray as ma
+
+    z = jax.numpy.asarray([0.3, -1.0, 2.0])
+    seen = []
+    jax.jit(lambda: seen.append(_backend.values_are_checkable(z)) or z)()
+    assert seen == [False] and _backend.values_are_checkable(z)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda: ma.sparsemax(z))()), [0.0, 0.0, 1.0])
+    d = jax.jit(lambda: ma.MixedDirichlet(z, z + 2.0).log_prob(jax.numpy.asarray([0.0, 0.0, 1.0])))
+    assert np.isfinite(float(d()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -75,6 +76,7 @@ def test_groups_partition_the_matrix():
 
 PROBE = """
 import os
+import re
 import sys
 
 import helpers
@@ -570,3 +572,60 @@ def test_bench_gpu_cpu_dry_run_exercises_every_path_and_writes_nothing(tmp_path)
         "10^9",
     ):
         assert row in text, row
+
+
+# ---------------------------------------------------------------------------------------------
+# --device-guards simulate: the torch-CUDA guard's verdicts on CPU tensors (CI has no GPU)
+
+
+def test_simulated_torch_cuda_guard_flags_what_cuda_would():
+    torch = pytest.importorskip("torch")
+    from mixedarray import _backend
+
+    t = torch.arange(4.0)
+    with device_guards("torch", "simulate"):
+        assert engaged_guards() == ("torch",)
+        assert not _backend.values_are_checkable(t)  # as on CUDA: no value checks by default
+        for what, call in [
+            ("torch.asarray", lambda: torch.asarray([1.0, 2.0], device="cpu")),
+            ("torch.tensor", lambda: torch.tensor(np.ones(2), device="cpu")),
+            ("Tensor.__float__", lambda: float(t[0])),
+            ("Tensor.__bool__", lambda: bool(t[0] > 1)),
+            ("Tensor.item", lambda: t.sum().item()),
+            ("torch.nonzero", lambda: torch.nonzero(t)),
+            ("boolean-mask indexing", lambda: t[t > 1]),
+        ]:
+            with pytest.raises(HostTransferError, match=re.escape(what)):
+                call()
+        # allowed: device-side work, Python scalars as operands, tensors built without host data
+        assert tuple((t * 2.0 + torch.zeros(4)).shape) == (4,)
+        assert torch.asarray(t, device="cpu") is not None
+        with allow_host_transfers():
+            assert float(t[1]) == 1.0
+    assert engaged_guards() == ()
+    assert float(t[1]) == 1.0 and _backend.values_are_checkable(t)
+
+
+def test_library_calls_pass_the_simulated_torch_cuda_guard():
+    """The distributions, estimators and face statistics on torch, under the simulated guard.
+
+    What ``torch.cuda.set_sync_debug_mode("error")`` rejects on a GPU (host reads, value-dependent
+    shapes, pageable host-to-device copies) is rejected here on CPU tensors, so a library call
+    that would synchronise a CUDA stream fails on a machine without a GPU too.
+    """
+    pytest.importorskip("torch")
+    files = [
+        "tests/distributions",
+        "tests/test_information.py",
+        "tests/test_face_frequencies.py",
+        "tests/test_montecarlo.py",
+        "tests/test_faces.py",
+    ]
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+        "--backends", "torch", "--device-guards", "simulate", *files,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    summary = result.stdout.strip().splitlines()[-1:] or [""]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in summary[0] and "failed" not in summary[0], summary
