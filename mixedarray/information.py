@@ -69,7 +69,7 @@ def _plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[Any, int], 
 
 def _fused_entropy(d: Any) -> bool:
     """Whether the fused CUDA kernel estimates ``d``'s entropy (GaussianSparsemax on a GPU)."""
-    if _backend.library_name(d._like) not in ("torch", "cupy"):
+    if _backend.library_name(d._like) not in ("torch", "cupy", "jax"):
         return False  # decided without importing anything
     from mixedarray._native import cuda_entropy
 
@@ -168,9 +168,9 @@ def entropy(
     Monte Carlo estimate is Rao–Blackwellised: exact ``H(F)`` plus an average of ``h_F`` over
     sampled faces, which has a lower variance than ``−log p(Y)``.
 
-    A GaussianSparsemax on torch CUDA tensors or CuPy arrays (float32/float64, K ≤ 128, no
-    autograd graph to keep) estimates by Monte Carlo — ``method="mc"``, or ``"auto"`` for
-    K > 2, where no closed form exists — with a fused kernel
+    A GaussianSparsemax on torch CUDA tensors, CuPy arrays or eager JAX GPU arrays
+    (float32/float64, K ≤ 128, no autograd graph to keep) estimates by Monte Carlo —
+    ``method="mc"``, or ``"auto"`` for K > 2, where no closed form exists — with a fused kernel
     (:mod:`mixedarray._native.cuda_entropy`): one launch per chunk draws, projects and scores
     ``log p(Y)`` (the same formula, Gauss–Hermite rule and Newton steps as ``log_prob``) and
     sums on the device, with no array of draws in memory.  Same estimator, another stream of

@@ -43,7 +43,7 @@ import mixedarray as ma  # noqa: E402
 from mixedarray import face_frequencies as fs_module  # noqa: E402
 from mixedarray import projections as P  # noqa: E402
 from mixedarray import random as ma_random  # noqa: E402
-from mixedarray._native import cuda_faces, cuda_interop, cuda_threshold  # noqa: E402
+from mixedarray._native import cuda_faces, cuda_interop, cuda_threshold, reference_only  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("sparsemax", "entmax15")
@@ -423,6 +423,78 @@ def test_fake_gpu_face_statistics_under_tracing_take_the_reference(fake_gpu):
     assert batched.shape == (2, 2, 3)
 
 
+def _fake_launch_sums(fake):
+    """``cuda_entropy.launch_sums`` on "CuPy" (NumPy) arrays: draws from the seeds, projects
+    and scores with the NumPy reference, adds ``Σ h`` and ``Σ h²`` to ``sums``."""
+
+    def launch_sums(loc, scale, seeds, sizes, sums, *, num_nodes=32, **kw):
+        assert seeds.dtype == np.int32 and seeds.shape == (len(sizes), 2)
+        assert sums.dtype == np.float64 and sums.flags.writeable
+        members, width = loc.shape
+        d = ma.GaussianSparsemax(np.asarray(loc, np.float64), np.asarray(scale, np.float64))
+        for i, n in enumerate(sizes):
+            g = np.random.default_rng([int(seeds[i, 0]), int(seeds[i, 1])])
+            y = P.reference("sparsemax", anp, loc + scale * g.standard_normal((n, members, width)))
+            h = -np.asarray(d.log_prob(y))
+            sums[:, 0] += h.sum(0)
+            sums[:, 1] += (h * h).sum(0)
+        fake.launches.append(list(sizes))
+
+    return launch_sums
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fake_gpu_entropy_takes_the_fused_kernel(fake_gpu, monkeypatch, dtype):
+    from mixedarray import information
+    from mixedarray._native import cuda_entropy
+
+    monkeypatch.setattr(cuda_entropy, "launch_sums", _fake_launch_sums(fake_gpu))
+    d = _gaussian_sparsemax(dtype)
+    n = 20_000
+    assert information._fused_entropy(d)
+    fused = ma.entropy(d, method="mc", rng=jax.random.key(5), num_samples=n, return_stderr=True)
+    assert len(fake_gpu.launches) == 1 and sum(fake_gpu.launches[0]) == n
+    loc_view, scale_view, seeds_view = fake_gpu.to_cupy
+    np.testing.assert_array_equal(loc_view, np.asarray(LOC, dtype=dtype))
+    np.testing.assert_array_equal(scale_view, np.asarray(SCALE, dtype=dtype))
+    expected_seeds = ma_random.seeds(jax.random.key(5), len(fake_gpu.launches[0]), like=d.loc)
+    np.testing.assert_array_equal(seeds_view, np.asarray(expected_seeds))
+    for a in fused:
+        assert isinstance(a, jax.Array) and str(a.dtype) == dtype and a.shape == (2,)
+
+    wrong = ma.GaussianSparsemax(d.loc, d.scale * 1.5)  # a planted wrong law
+    with reference_only():
+        assert not information._fused_entropy(d)
+        reference, planted = (
+            ma.entropy(e, method="mc", rng=jax.random.key(6), num_samples=n, return_stderr=True)
+            for e in (d, wrong)
+        )
+    assert len(fake_gpu.launches) == 1  # the reference path launched nothing
+    for other, agrees in ((reference, True), (planted, False)):
+        value, ref = (np.asarray(e.value, np.float64) for e in (fused, other))
+        combined = np.hypot(np.asarray(fused.stderr), np.asarray(other.stderr))
+        assert bool(np.max(np.abs(value - ref) / combined) < 4.5) is agrees
+
+
+def test_fake_gpu_entropy_under_tracing_takes_the_reference(fake_gpu, monkeypatch):
+    from mixedarray._native import cuda_entropy
+
+    monkeypatch.setattr(cuda_entropy, "launch_sums", _fake_launch_sums(fake_gpu))
+    d = _gaussian_sparsemax()
+    key = jax.random.key(9)
+
+    def estimate(d, k):
+        return ma.entropy(d, method="mc", rng=k, num_samples=2_000)
+
+    with reference_only():
+        expected = np.asarray(estimate(d, key))
+    by_key = jax.jit(lambda k: estimate(d, k))(key)  # concrete parameters, a traced key
+    by_params = jax.jit(estimate)(d, key)  # traced parameters: not even considered
+    assert fake_gpu.launches == [] and fake_gpu.to_cupy == []
+    np.testing.assert_allclose(np.asarray(by_key), expected, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(by_params), expected, rtol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. A real GPU
 
@@ -532,3 +604,32 @@ def test_gpu_face_statistics_take_the_fused_kernel(dtype, monkeypatch):
         # Negative control: the members swapped is a different law and fails the check.
         assert np.max(np.abs(value - ref[::-1]) / combined) > 4.5
     np.testing.assert_allclose(to_numpy(fused.size_probs.value).sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_entropy_takes_the_fused_kernel(dtype, monkeypatch):
+    from mixedarray._native import cuda_entropy
+
+    device = _jax_gpu()
+    loc = jax.device_put(jnp.asarray(LOC, dtype=dtype), device)
+    scale = jax.device_put(jnp.asarray(SCALE, dtype=dtype), device)
+    d = ma.GaussianSparsemax(loc, scale)
+    calls = []
+    original = cuda_entropy.launch_sums
+    monkeypatch.setattr(
+        cuda_entropy, "launch_sums", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    n = 400_000
+    key = jax.device_put(jax.random.key(3), device)
+    with device_guards("jax"):
+        fused = ma.entropy(d, method="mc", rng=key, num_samples=n, return_stderr=True)
+        fused.value.block_until_ready()
+    assert calls == [1]
+    for a in fused:
+        assert isinstance(a, jax.Array) and str(a.dtype) == dtype and a.devices() == {device}
+    with reference_only():
+        reference = ma.entropy(
+            d, method="mc", rng=jax.random.key(4), num_samples=n // 4, return_stderr=True
+        )
+    combined = np.hypot(to_numpy(fused.stderr), to_numpy(reference.stderr))
+    assert np.max(np.abs(to_numpy(fused.value) - to_numpy(reference.value)) / combined) < 4

@@ -51,7 +51,8 @@ def applicable(d: Any) -> bool:
     """Whether ``entropy(d, method="mc")`` can take the fused kernel.
 
     A :class:`~mixedarray.distributions.GaussianSparsemax` (its own sampler and density) with
-    parameters that are eager float32/float64 CUDA arrays of torch or CuPy, K ≤ 128, at most
+    parameters that are eager float32/float64 CUDA arrays of torch or CuPy, or eager JAX arrays
+    on one CUDA GPU (:func:`~mixedarray._native.cuda_interop.jax_array_ok`), K ≤ 128, at most
     65535 batch members and 1024 Gauss–Hermite nodes, a usable GPU, and fast paths not switched
     off
     (:func:`mixedarray._native.reference_only`).  On torch, parameters that would carry an
@@ -72,6 +73,8 @@ def applicable(d: Any) -> bool:
         return False  # the rule lives in constant memory (64 KiB)
     like = d._like
     library = _backend.library_name(like)
+    if library == "jax":  # eager arrays on one CUDA GPU, through DLPack (and the switch)
+        return cuda_interop.jax_array_ok(d.loc, d.scale)
     if library == "torch":
         import torch
 
@@ -220,16 +223,46 @@ def entropy_estimate(
     """
     from mixedarray.montecarlo import Estimate, _chunk_sizes
 
-    xp, like = d._xp, d._like
+    like = d._like
     width = d.num_vertices
     members = math.prod(d.batch_shape)
     default = max(threads, _WORK_PER_LAUNCH // (width * members))
     sizes = _chunk_sizes(num_samples, chunk_size or default, 1)
     seeds = random.seeds(rng, len(sizes), like=like)
-    device = _backend.device(like)
-    sums = xp.zeros((members, 2), dtype=xp.float64, device=device)
-    loc = _contiguous(xp.reshape(d.loc, (members, width)))
-    scale = _contiguous(xp.reshape(d.scale, (members, width)))
+    launch = {"num_nodes": d.num_nodes, "threads": threads, "blocks": blocks}
+    shape, dtype = tuple(d.batch_shape), str(d.dtype).rsplit(".", 1)[-1]
+
+    def estimate(loc: Array, scale: Array, seed_words: Array) -> tuple[Array, Array]:
+        xp = _backend.array_namespace(loc)
+        loc, scale = (xp.reshape(a, (members, width)) for a in (loc, scale))
+        mean, stderr = _moments(loc, scale, seed_words, sizes, num_samples, progress, **launch)
+        return tuple(xp.astype(xp.reshape(a, shape), getattr(xp, dtype)) for a in (mean, stderr))
+
+    if _backend.library_name(like) != "jax":
+        return Estimate(*estimate(d.loc, d.scale, seeds))
+    if _backend.is_traced(seeds):  # a key traced by jit or vmap: the reference estimator
+        from mixedarray.montecarlo import expectation
+
+        integrand = lambda y: -d.log_prob(y)  # noqa: E731
+        return expectation(integrand, d, rng, num_samples, chunk_size=chunk_size, progress=progress)
+    return Estimate(*cuda_interop.through_cupy(estimate, d.loc, d.scale, seeds))
+
+
+def _moments(
+    loc: Array,
+    scale: Array,
+    seeds: Array,
+    sizes: list[int],
+    num_samples: int,
+    progress: bool,
+    **launch: Any,
+) -> tuple[Array, Array]:
+    """Mean of ``−log p(Y)`` and its standard error, float64 ``(B,)`` arrays of ``loc``'s library
+    (torch, CuPy; NumPy in the simulator), for the ``(B, K)`` parameters ``loc``, ``scale``."""
+    xp = _backend.array_namespace(loc)
+    members = loc.shape[0]
+    sums = xp.zeros((members, 2), dtype=xp.float64, device=_backend.device(loc))
+    loc, scale = _contiguous(loc), _contiguous(scale)
     wrap = None
     if progress:
         from tqdm.auto import tqdm
@@ -237,27 +270,21 @@ def entropy_estimate(
         def wrap(chunks: Any) -> Any:
             return tqdm(chunks, desc="entropy", unit="chunk")
 
-    on_gpu = _backend.library_name(like) in ("torch", "cupy")
     launch_sums(
         cuda_interop.view(loc),
         cuda_interop.view(scale),
         cuda_interop.view(_contiguous(seeds)),
         sizes,
         cuda_interop.view(sums),
-        num_nodes=d.num_nodes,
-        stream=cuda_interop.stream(like),
-        device=cuda_interop.device_index(like) if on_gpu else 0,
-        threads=threads,
-        blocks=blocks,
+        stream=cuda_interop.stream(loc),
+        device=cuda_interop.device_index(loc),
         progress=wrap,
+        **launch,
     )
     n = float(num_samples)
     mean = sums[:, 0] / n
     variance = (sums[:, 1] - n * mean * mean) / (n - 1.0)
-    stderr = xp.sqrt(xp.clip(variance, min=0.0) / n)
-    shape = tuple(d.batch_shape)
-    value = xp.astype(xp.reshape(mean, shape), d.dtype)
-    return Estimate(value, xp.astype(xp.reshape(stderr, shape), d.dtype))
+    return mean, xp.sqrt(xp.clip(variance, min=0.0) / n)
 
 
 def _contiguous(x: Array) -> Array:
