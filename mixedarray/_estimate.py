@@ -226,7 +226,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         q = ma.MaxEntMixed(p.num_vertices, args.bits, like=p._like, batch_shape=p.batch_shape)
         q_name = f"max-entropy mixed distribution, {args.bits:g} bits"
     seeds = iter(range(args.seed, args.seed + 4))
-    options = {"num_samples": num_samples, "return_stderr": True}
+    options = {
+        "num_samples": num_samples,
+        "return_stderr": True,
+        "chunk_size": args.chunk_size,
+        "progress": args.progress,
+    }
     results: dict[str, Any] = {
         "distribution": args.distribution,
         "K": p.num_vertices,

@@ -62,9 +62,16 @@ def _result(d: Any, value: Array | Estimate, return_stderr: bool) -> Array | Est
     return Estimate(value, d._xp.zeros_like(value)) if return_stderr else value
 
 
-def _plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[Any, int], Estimate]:
+MonteCarlo = Callable[..., Estimate]  # (rng, num_samples, *, chunk_size, progress) -> Estimate
+
+
+def _plain(d: Any, integrand: Callable[[Array], Array]) -> MonteCarlo:
     """The Monte Carlo estimator ``mean of integrand(Y)``, ``Y ~ d``."""
-    return lambda rng, num_samples: expectation(integrand, d, rng, num_samples)
+
+    def estimate(rng: Any, num_samples: int, **options: Any) -> Estimate:
+        return expectation(integrand, d, rng, num_samples, **options)
+
+    return estimate
 
 
 def _fused_entropy(d: Any) -> bool:
@@ -76,7 +83,7 @@ def _fused_entropy(d: Any) -> bool:
     return cuda_entropy.applicable(d)
 
 
-def _fused_or_plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[Any, int], Estimate]:
+def _fused_or_plain(d: Any, integrand: Callable[[Array], Array]) -> MonteCarlo:
     """The entropy's Monte Carlo estimator: the fused kernel where it applies, else ``_plain``.
 
     Decided when the estimate is asked for, so an exact value (``method="auto"``) imports
@@ -84,23 +91,23 @@ def _fused_or_plain(d: Any, integrand: Callable[[Array], Array]) -> Callable[[An
     """
     plain = _plain(d, integrand)
 
-    def estimate(rng: Any, num_samples: int) -> Estimate:
+    def estimate(rng: Any, num_samples: int, **options: Any) -> Estimate:
         if _fused_entropy(d):
             from mixedarray._native import cuda_entropy
 
-            return cuda_entropy.entropy_estimate(d, rng, num_samples)
-        return plain(rng, num_samples)
+            return cuda_entropy.entropy_estimate(d, rng, num_samples, **options)
+        return plain(rng, num_samples, **options)
 
     return estimate
 
 
 def _rao_blackwellised(
     exact_head: Callable[[], Array], integrand: Callable[[Array], Array], faces_of: Any
-) -> Callable[[Any, int], Estimate]:
+) -> MonteCarlo:
     """``exact_head() + mean of integrand(F)``, ``F ~ faces_of``: Monte Carlo only over faces."""
 
-    def estimate(rng: Any, num_samples: int) -> Estimate:
-        inner = expectation(integrand, faces_of, rng, num_samples)
+    def estimate(rng: Any, num_samples: int, **options: Any) -> Estimate:
+        inner = expectation(integrand, faces_of, rng, num_samples, **options)
         return Estimate(exact_head() + inner.value, inner.stderr)
 
     return estimate
@@ -110,11 +117,12 @@ def _resolve(
     what: str,
     d: Any,
     exact: Callable[[], Array] | None,
-    monte_carlo: Callable[[Any, int], Estimate],
+    monte_carlo: MonteCarlo,
     method: str,
     rng: Any,
     num_samples: int | None,
     return_stderr: bool,
+    options: dict[str, Any],
 ) -> Array | Estimate:
     _check_method(method)
     if method != "mc" and exact is not None:
@@ -133,7 +141,7 @@ def _resolve(
             f"{reason}: Monte Carlo needs rng (the framework's generator, a key or an int "
             "seed; None is torch's global generator) and num_samples"
         )
-    return _result(d, monte_carlo(rng, num_samples), return_stderr)
+    return _result(d, monte_carlo(rng, num_samples, **options), return_stderr)
 
 
 def _mean_dim(d: Any) -> Array:
@@ -161,6 +169,8 @@ def entropy(
     rng: Any = None,
     num_samples: int | None = None,
     return_stderr: bool = False,
+    chunk_size: int | None = None,
+    progress: bool = False,
 ) -> Array | Estimate:
     r"""Direct-sum entropy :math:`H_\oplus(d) = -E_d[\log p(Y)]` in nats (can be negative).
 
@@ -175,6 +185,33 @@ def entropy(
     ``log p(Y)`` (the same formula, Gauss–Hermite rule and Newton steps as ``log_prob``) and
     sums on the device, with no array of draws in memory.  Same estimator, another stream of
     random numbers.
+
+    Parameters
+    ----------
+    d : Distribution
+        Any distribution of :mod:`mixedarray.distributions`.
+    method : {"auto", "exact", "mc"}, default "auto"
+        Exact where a closed form or an enumeration exists (``"auto"``), always (``"exact"``,
+        else ``NotImplementedError``), or Monte Carlo (``"mc"``).
+    rng : generator, key or int, optional
+        The caller's framework's generator for Monte Carlo (:mod:`mixedarray.random`); ``None``
+        is torch's global generator.
+    num_samples : int, optional
+        Monte Carlo draws per batch member (≥ 2); needed whenever Monte Carlo runs.
+    return_stderr : bool, default False
+        Return an :class:`~mixedarray.montecarlo.Estimate` (value and standard error; the
+        error is 0 for exact values) instead of the value alone.
+    chunk_size : int, optional
+        Monte Carlo draws per chunk: memory is bounded by one chunk, whatever ``num_samples``
+        (default about 4 million elements per chunk; the fused kernel: about 2**28 / (K ×
+        members) draws per launch).  Sums accumulate in float64 on the device.
+    progress : bool, default False
+        Show a ``tqdm`` progress bar over the chunks.
+
+    Returns
+    -------
+    array or Estimate
+        Shape ``batch_shape``, in ``d``'s library, dtype and device (nothing is read back).
     """
     if hasattr(d, "conditional_entropy"):
         faces_of = d.face_distribution
@@ -182,7 +219,10 @@ def entropy(
     else:
         monte_carlo = _fused_or_plain(d, lambda y: -d.log_prob(y))
     exact = getattr(d, "entropy_exact", None)
-    return _resolve("entropy", d, exact, monte_carlo, method, rng, num_samples, return_stderr)
+    options = {"chunk_size": chunk_size, "progress": progress}
+    return _resolve(
+        "entropy", d, exact, monte_carlo, method, rng, num_samples, return_stderr, options
+    )
 
 
 def _cross_entropy_exact(p: Any, q: Any) -> Array:
@@ -222,8 +262,13 @@ def cross_entropy(
     rng: Any = None,
     num_samples: int | None = None,
     return_stderr: bool = False,
+    chunk_size: int | None = None,
+    progress: bool = False,
 ) -> Array | Estimate:
-    r"""Direct-sum cross-entropy :math:`H_\oplus(p, q) = -E_p[\log q(Y)]` in nats."""
+    r"""Direct-sum cross-entropy :math:`H_\oplus(p, q) = -E_p[\log q(Y)]` in nats.
+
+    Parameters are those of :func:`entropy`, with ``p`` the distribution drawn from.
+    """
     _check_pair(p, q)
     return _resolve(
         "cross-entropy",
@@ -234,6 +279,7 @@ def cross_entropy(
         rng,
         num_samples,
         return_stderr,
+        {"chunk_size": chunk_size, "progress": progress},
     )
 
 
@@ -245,11 +291,15 @@ def kl_divergence(
     rng: Any = None,
     num_samples: int | None = None,
     return_stderr: bool = False,
+    chunk_size: int | None = None,
+    progress: bool = False,
 ) -> Array | Estimate:
     r"""Direct-sum KL divergence, :math:`E_p[\log p(Y) - \log q(Y)] \ge 0`.
 
     It is ``+inf`` when q gives zero mass to a face that p charges; a Monte Carlo estimate then
     returns ``inf`` as soon as one sample lands there.
+
+    Parameters are those of :func:`entropy`, with ``p`` the distribution drawn from.
     """
     _check_pair(p, q)
     if type(q) is type(p) and hasattr(p, "conditional_kl_divergence"):
@@ -270,6 +320,7 @@ def kl_divergence(
         rng,
         num_samples,
         return_stderr,
+        {"chunk_size": chunk_size, "progress": progress},
     )
 
 
@@ -281,11 +332,15 @@ def code_length(
     rng: Any = None,
     num_samples: int | None = None,
     return_stderr: bool = False,
+    chunk_size: int | None = None,
+    progress: bool = False,
 ) -> Array | Estimate:
     r"""Code length in bits at precision N: :math:`L_N = H_\oplus/\ln 2 + N\,E[\dim F]`.
 
     Free coordinates quantised to cells of width :math:`2^{-N}`; exact as N grows
     (paper-notes §4).
+
+    ``bits`` is N ≥ 0; the other parameters are those of :func:`entropy`.
     """
     if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not bits >= 0:
         raise ValueError(f"bits must be a number >= 0, got {bits!r}")
@@ -306,4 +361,5 @@ def code_length(
         rng,
         num_samples,
         return_stderr,
+        {"chunk_size": chunk_size, "progress": progress},
     )

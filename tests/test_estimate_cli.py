@@ -142,3 +142,14 @@ def test_errors_name_the_option(argv, message):
     )
     assert done.returncode == 2
     assert message in done.stderr, done.stderr
+
+
+def test_chunk_size_and_progress_reach_every_estimate(capsys):
+    argv = ["estimate", "gaussian-sparsemax", "--param", "loc=0.4,0.1,-0.3", "--param",
+            "scale=0.5", "-n", "2000", "--chunk-size", "500", "--progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert {"entropy", "kl", "cross-entropy", "size_probs"} <= set(results)
+    # entropy, KL, cross-entropy and the face statistics: each four chunks of 500
+    assert captured.err.count("4/4") >= 4, captured.err

@@ -183,3 +183,36 @@ def test_kl_without_an_exact_entropy_falls_back_to_monte_carlo():
     est = ma.kl_divergence(p, q, rng=0, num_samples=20_000, return_stderr=True)
     exact = float(ma.kl_divergence(ma.MaxEntMixed(3), q))
     assert abs(float(est.value) - exact) <= 4.5 * float(est.stderr)
+
+
+def test_monte_carlo_chunks_bound_memory_and_show_progress(backend, capsys):
+    """``chunk_size`` and ``progress`` reach every estimator (plain and Rao–Blackwellised)."""
+    gsp = ma.GaussianSparsemax(
+        from_numpy(backend, np.array([0.2, -0.3, 0.5])), from_numpy(backend, np.full(3, 0.6))
+    )
+    md = ma.MixedDirichlet(
+        from_numpy(backend, np.array([0.5, -1.0, 2.0])), from_numpy(backend, np.full(3, 1.5))
+    )
+    prior = ma.MaxEntMixed(3, 2.0, like=gsp.loc)
+    n = 4_000
+    calls = {
+        "entropy": lambda d, **kw: ma.entropy(d, **kw),
+        "cross_entropy": lambda d, **kw: ma.cross_entropy(d, prior, **kw),
+        "kl_divergence": lambda d, **kw: ma.kl_divergence(d, prior, **kw),
+        "code_length": lambda d, **kw: ma.code_length(d, 2.0, **kw),
+    }
+    for name, call in calls.items():
+        for d in (gsp, md):
+            whole = call(d, method="mc", rng=1, num_samples=n, return_stderr=True)
+            capsys.readouterr()
+            chunked = call(
+                d, method="mc", rng=2, num_samples=n, return_stderr=True, chunk_size=900,
+                progress=True,
+            )  # fmt: skip
+            bar = capsys.readouterr().err
+            assert "5/5" in bar, (name, bar)  # 4 chunks of 900 and one of 400
+            combined = np.hypot(to_numpy(whole.stderr), to_numpy(chunked.stderr))
+            z = np.abs(to_numpy(whole.value) - to_numpy(chunked.value)) / combined
+            assert z < 4.5, (name, type(d).__name__, z)
+            with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+                call(d, method="mc", rng=1, num_samples=n, chunk_size=0)

@@ -227,7 +227,7 @@ def entropy_estimate(
     width = d.num_vertices
     members = math.prod(d.batch_shape)
     default = max(threads, _WORK_PER_LAUNCH // (width * members))
-    sizes = _chunk_sizes(num_samples, chunk_size or default, 1)
+    sizes = _chunk_sizes(num_samples, default if chunk_size is None else chunk_size, 1)
     seeds = random.seeds(rng, len(sizes), like=like)
     launch = {"num_nodes": d.num_nodes, "threads": threads, "blocks": blocks}
     shape, dtype = tuple(d.batch_shape), str(d.dtype).rsplit(".", 1)[-1]
