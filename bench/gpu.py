@@ -6,41 +6,67 @@
     python bench/gpu.py --billion        # also a real 10^9-sample face-statistics run
     python bench/gpu.py --parts projections,faces   # a subset: projections, faces, entropy
     python bench/gpu.py --output FILE    # write the table somewhere else
-    python bench/gpu.py --cpu-dry-run    # every code path on CPU arrays at tiny sizes; CI runs
+    python bench/gpu.py --cpu-dry-run    # every code path on CPU arrays at tiny sizes (JAX CPU
+                                         # arrays, reference paths, for the JAX rows); CI runs
                                          # this to check the script; it never writes a file
 
 Without a CUDA device the script says so and exits 0 (nothing measured, nothing written).
+JAX is optional: without it, or when it sees no CUDA GPU, the JAX rows are skipped with the
+reason printed (and noted in the table), and everything else runs.
 
 Rows (float32, inputs N(0, 1)):
 
 * projections — sparsemax 8192×1000, 65536×16, 512×65536 and 1.5-entmax 8192×1000: ours on
-  torch CUDA tensors (``ma.sparsemax(t)``) and on CuPy arrays, the peer ``entmax.sparsemax`` /
+  torch CUDA tensors (``ma.sparsemax(t)``), on CuPy arrays and on eager JAX GPU arrays (the
+  same Numba kernels, through DLPack and CuPy), the peer ``entmax.sparsemax`` /
   ``entmax.entmax15``, ``torch.softmax`` (the limit a projection can hope for) and
-  ``torch.clone`` (the copy bound).  Device time is the median over ``--repeat`` runs, each
-  after a 256 MiB write that flushes the L2 cache, timed with CUDA events (or
-  ``triton.testing.do_bench`` when Triton is installed; ``--timer``); wall time is the median of
-  synchronised calls seen from the host, and host time how long the call takes to return (the
-  Python and launch overhead).  GB/s = (bytes read + written) / device time, against the
-  ≈ 3000 GB/s an H100 copies.  Accuracy: max |ours − reference| with the standard-API
-  reference (``mixedarray.projections.reference``) run in float64 on the same device.
+  ``torch.clone`` (the copy bound); for comparison, ``jax.jit`` of ours on the JAX array, which
+  takes the reference path (the Newton solver, compiled by XLA) by design.  Device time is the
+  median over ``--repeat`` runs, each after a 256 MiB write that flushes the L2 cache, timed
+  with CUDA events (or ``triton.testing.do_bench`` when Triton is installed; ``--timer``); wall
+  time is the median of synchronised calls seen from the host, and host time how long the call
+  takes to return (the Python and launch overhead).  GB/s = (bytes read + written) / device
+  time, against the ≈ 3000 GB/s an H100 copies.  Accuracy: max |ours − reference| with the
+  standard-API reference (``mixedarray.projections.reference``) run in float64 on the same
+  device (for JAX, which computes in float64 only under ``jax_enable_x64``, in NumPy float64
+  on the host).
 * face statistics of Gaussian-Sparsemax, K = 10 and 100 — ours
-  (``mixedarray.face_statistics``) on CuPy and torch CUDA vs the peer pipeline
-  (``torch.randn`` + ``entmax.sparsemax`` + a histogram of face sizes, chunked), in samples/s;
-  accuracy: the largest gap between our face-size frequencies and the peer's, in combined
-  standard errors.
+  (``mixedarray.face_statistics``) on CuPy, torch CUDA and eager JAX GPU arrays vs the peer
+  pipeline (``torch.randn`` + ``entmax.sparsemax`` + a histogram of face sizes, chunked), in
+  samples/s; accuracy: the largest gap between our face-size frequencies and the peer's, in
+  combined standard errors.
 * the Gaussian-Sparsemax entropy estimate (``ma.entropy(d, method="mc")``, K = 10): ours on
-  torch CUDA and on CuPy (the fused kernel of ``mixedarray._native.cuda_entropy``: draw,
-  project and score ``log p`` in one launch) against our torch-CUDA reference path (the same
-  call under ``mixedarray._native.reference_only()``: ``expectation`` of ``−log_prob``, the
-  array-API code), in samples/s, with each estimate's gap to the reference path's in combined
-  standard errors.
-* ``--billion``: face statistics from 10^9 samples (K = 10) on each backend, with its time and
-  peak memory.
+  torch CUDA, on CuPy and on eager JAX GPU arrays (the fused kernel of
+  ``mixedarray._native.cuda_entropy``: draw, project and score ``log p`` in one launch) against
+  our torch-CUDA reference path (the same call under ``mixedarray._native.reference_only()``:
+  ``expectation`` of ``−log_prob``, the array-API code), in samples/s, with each estimate's gap
+  to the reference path's in combined standard errors.
+* ``--billion``: face statistics from 10^9 samples (K = 10) on each backend (JAX included),
+  with its time and peak memory.
 
-Peak memory is the growth of ``torch.cuda.max_memory_allocated`` over the call (torch) or of
-CuPy's default memory pool (CuPy).  Nothing here is asserted: a target missed is reported in
-the table's last section, and an implementation that fails is listed with its error (the exit
-status is then 1).
+JAX rows ("ours · JAX GPU"): JAX has no CUDA events API, so their *device time is wall time
+with a sync*: the wall-clock time from a sync (a small JAX computation on the device, blocked
+on, then ``cudaDeviceSynchronize`` through CuPy, on whose stream the DLPack path launches),
+through the call, to ``block_until_ready()`` on its result and ``cudaDeviceSynchronize`` again,
+the median of ``--repeat`` runs, each after an L2 flush that writes a 256 MiB ``jnp`` array and
+blocks on it.  It includes the host's dispatch time, which CUDA events leave out, so it reads
+high for short calls; ``--timer triton`` does not apply to it.  The calls are eager: under
+``jit`` the arrays are traced and take the reference path by design (the jitted projection rows
+show what that costs).
+
+Peak memory is the growth over the call of ``torch.cuda.max_memory_allocated`` (torch), of
+CuPy's default memory pool (CuPy), or, for JAX, of XLA's
+``device.memory_stats()["peak_bytes_in_use"]`` above the bytes in use before the call, plus the
+CuPy pool's growth (the DLPack path allocates its kernels' outputs and scratch there).  JAX
+cannot reset its high-water mark: where a call stays under an earlier one, the figure is that
+earlier mark (an upper bound, shown "≤ …"); where the device keeps no statistics (CPU), "–".
+In a real run the script sets ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` in ``os.environ`` before
+JAX is first imported (unless the environment sets it already), so that JAX allocates on
+demand instead of taking 75 % of the GPU's memory at its first use and starving CuPy and torch
+in the same process.
+
+Nothing here is asserted: a target missed is reported in the table's last section, and an
+implementation that fails is listed with its error (the exit status is then 1).
 """
 
 from __future__ import annotations
@@ -72,6 +98,7 @@ DEFAULT_OUTPUT = HERE / "RESULTS.md"
 NOMINAL_COPY_GBPS = 3000.0  # H100 HBM3 copy rate, roughly
 L2_FLUSH_BYTES = 256 * 2**20
 MIB = 2**20
+DRY_FLUSH_BYTES = MIB  # the JAX flush in a dry run: the same code, a token size
 
 PROJECTIONS = [
     ("sparsemax", (8192, 1000)),
@@ -111,6 +138,8 @@ class Backend:
     label = "?"
     library = "?"
     on_gpu = False
+    wall_clock_device_time = False  # no CUDA events: device time is wall time between syncs
+    peak_bound = False  # the last peak_bytes was an upper bound, not the call's own peak
 
     def put(self, host: np.ndarray) -> Any:
         raise NotImplementedError
@@ -255,6 +284,98 @@ class NumPyStandIn(Backend):
         return np.asarray(x)
 
 
+class JaxBackend(Backend):
+    """Eager JAX arrays on one device: a CUDA GPU, or the CPU in a dry run (reference paths).
+
+    JAX has no CUDA events API, so :meth:`device_ms` is wall time with a sync: from a sync,
+    through the call, to ``block_until_ready()`` on its result and a device barrier.  A sync
+    blocks on a small JAX computation on the device (ordered after the work JAX dispatched
+    there), then on the barrier: on a GPU with CuPy, ``cudaDeviceSynchronize`` (the DLPack path
+    launches its Numba kernels on CuPy's stream, outside JAX's); nothing otherwise.
+    """
+
+    library = "jax"
+    wall_clock_device_time = True
+
+    def __init__(self, device: Any) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self.jax, self.device = jax, device
+        self.on_gpu = device.platform in ("gpu", "cuda")
+        self.label = "JAX GPU" if self.on_gpu else "JAX CPU"
+        self._tick = jax.device_put(np.int32(0), device)
+        self._zero = jax.jit(jnp.zeros_like, donate_argnums=0)  # rewrites its input's memory
+        self.flush_bytes = L2_FLUSH_BYTES if self.on_gpu else DRY_FLUSH_BYTES
+        self._flush = jax.device_put(np.zeros(self.flush_bytes // 4, dtype=np.int32), device)
+        self._cupy = None
+        if self.on_gpu and importlib.util.find_spec("cupy") is not None:
+            import cupy
+
+            self._cupy = cupy
+            ordinal = getattr(device, "local_hardware_id", None)  # the CUDA ordinal
+            self._ordinal = int(device.id if ordinal is None else ordinal)
+
+    def put(self, host: np.ndarray) -> Any:
+        return self.jax.device_put(np.ascontiguousarray(host), self.device)
+
+    def rng(self, seed: int) -> Any:
+        return self.jax.device_put(self.jax.random.key(seed), self.device)
+
+    def read(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def _barrier(self) -> None:
+        """Wait for every stream of the GPU (CuPy's, where the DLPack path runs, included)."""
+        if self._cupy is not None:
+            with self._cupy.cuda.Device(self._ordinal):
+                self._cupy.cuda.runtime.deviceSynchronize()
+
+    def sync(self) -> None:
+        (self._tick + 1).block_until_ready()
+        self._barrier()
+
+    def flush_l2(self) -> None:
+        self._flush = self._zero(self._flush)  # writes its 256 MiB (on a GPU) in place
+        self._flush.block_until_ready()
+
+    def device_ms(self, fn: Callable[[], Any]) -> float:
+        self.sync()
+        start = time.perf_counter()
+        self.jax.block_until_ready(fn())  # JAX's work on the result; the barrier: the rest
+        self._barrier()
+        return 1e3 * (time.perf_counter() - start)
+
+    def peak_bytes(self, fn: Callable[[], Any]) -> int | None:
+        """XLA's peak bytes in use over those in use before the call, plus CuPy's pool growth.
+
+        XLA's high-water mark cannot be reset: where the call leaves it where it was, the
+        figure is that earlier mark over the bytes in use before the call, an upper bound
+        (``peak_bound``).  None where the device keeps no statistics (the CPU).
+        """
+        self.peak_bound = False
+        stats = self.device.memory_stats()
+        if not stats or "peak_bytes_in_use" not in stats or "bytes_in_use" not in stats:
+            return None
+        # the DLPack path allocates its kernels' outputs and scratch from CuPy's pool
+        pool = self._cupy.get_default_memory_pool() if self._cupy is not None else None
+        self.sync()
+        if pool is not None:
+            pool.free_all_blocks()
+        pool_base = pool.total_bytes() if pool is not None else 0
+        before = self.device.memory_stats()
+        result = fn()
+        self.jax.block_until_ready(result)
+        self.sync()
+        after = self.device.memory_stats()
+        self.peak_bound = after["peak_bytes_in_use"] <= before["peak_bytes_in_use"]
+        peak = after["peak_bytes_in_use"] - before["bytes_in_use"]
+        if pool is not None:
+            peak += pool.total_bytes() - pool_base
+        del result
+        return peak
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing
 
@@ -265,6 +386,7 @@ class Timing:
     wall_ms: float  # median of synchronised calls, from the host
     host_ms: float  # median time for the call to return (Python + launch overhead)
     peak_bytes: int | None
+    peak_bound: bool = False  # peak_bytes is an upper bound (JAX: an earlier high-water mark)
 
 
 class Timer:
@@ -272,7 +394,7 @@ class Timer:
         self.kind, self.repeat, self.warmup = kind, repeat, warmup
 
     def _device_median(self, backend: Backend, fn: Callable[[], Any]) -> float:
-        if self.kind == "triton" and backend.on_gpu:
+        if self.kind == "triton" and backend.on_gpu and not backend.wall_clock_device_time:
             from triton.testing import do_bench  # flushes L2 itself, CUDA events inside
 
             try:
@@ -302,7 +424,9 @@ class Timer:
             walls.append(1e3 * (end - start))
             hosts.append(1e3 * (returned - start))
         peak = backend.peak_bytes(fn)
-        return Timing(device, statistics.median(walls), statistics.median(hosts), peak)
+        return Timing(
+            device, statistics.median(walls), statistics.median(hosts), peak, backend.peak_bound
+        )
 
     def once(self, backend: Backend, fn: Callable[[], Any]) -> tuple[Any, Timing]:
         """One long call (Monte Carlo): its result, device time, wall time and peak memory."""
@@ -319,7 +443,7 @@ class Timer:
         if peak is None and not box:
             timed()
         result, (device, wall) = box
-        return result, Timing(device, wall, math.nan, peak)
+        return result, Timing(device, wall, math.nan, peak, peak is not None and backend.peak_bound)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +455,8 @@ class Setup:
     dry: bool
     torch: TorchBackend | None  # ours on torch, the peer, softmax, clone
     alt: Backend | None  # ours on CuPy (NumPy in a dry run)
+    jax: JaxBackend | None  # ours on eager JAX GPU arrays (JAX CPU arrays in a dry run)
+    jax_note: str  # which JAX device, or why the JAX rows are skipped
     peer: Any  # the entmax module, or None
     timer: Timer
     face_samples: dict[int, int]
@@ -339,7 +465,7 @@ class Setup:
     errors: list[str]
 
     def ours(self) -> list[Backend]:
-        return [b for b in (self.alt, self.torch) if b is not None]
+        return [b for b in (self.alt, self.torch, self.jax) if b is not None]
 
     def shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         return DRY_SHAPES.get(shape, shape) if self.dry else shape
@@ -358,10 +484,16 @@ def _attempt(setup: Setup, what: str, fn: Callable[[], Any]) -> Any:
 
 
 def _max_error(backend: Backend, name: str, z: Any, y: Any) -> float:
-    """max |y − reference(z)| with the standard-API reference in float64 on the same device."""
+    """max |y − reference(z)| with the standard-API reference in float64 on the same device.
+
+    JAX computes in float64 only under ``jax_enable_x64``: its reference runs in NumPy float64
+    on the host instead.
+    """
     from mixedarray._backend import array_namespace
     from mixedarray.projections import reference
 
+    if backend.library == "jax":
+        z, y = backend.read(z), backend.read(y)
     xp = array_namespace(z)
     exact = reference(name, xp, xp.astype(z, xp.float64))
     gap = xp.max(xp.abs(xp.astype(y, xp.float64) - exact))
@@ -375,6 +507,7 @@ class Candidate:
     fn: Callable[[], Any]
     z: Any  # the input, for the accuracy check
     checked: bool  # compare with the reference projection
+    reference_path: bool = False  # ours, but on the reference path by design: no targets
 
 
 def _projection_candidates(setup: Setup, name: str, host: np.ndarray) -> list[Candidate]:
@@ -387,6 +520,16 @@ def _projection_candidates(setup: Setup, name: str, host: np.ndarray) -> list[Ca
     if setup.alt is not None:
         a = setup.alt.put(host)
         found.append(Candidate(f"ours · {setup.alt.label}", setup.alt, lambda: ours(a), a, True))
+    jb = setup.jax
+    if jb is not None:
+        j = jb.put(host)
+        jitted = jb.jax.jit(ours)  # traced: the reference path (Newton solver in XLA)
+        found.append(Candidate(f"ours · {jb.label}", jb, lambda: ours(j), j, True))
+        found.append(
+            Candidate(
+                f"ours · {jb.label} (jit, reference path)", jb, lambda: jitted(j), j, True, True
+            )
+        )
     if setup.peer is not None:
         peer = getattr(setup.peer, name)
         found.append(Candidate(f"entmax.{name} (peer)", tb, lambda: peer(t, dim=-1), t, True))
@@ -404,7 +547,10 @@ def projection_rows(setup: Setup) -> list[dict]:
         host = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         bytes_moved = 2 * host.nbytes  # read z, write y
         measured = {}
+        on_reference_path = set()
         for c in _projection_candidates(setup, name, host):
+            if c.reference_path:
+                on_reference_path.add(c.label)
 
             def run(c: Candidate = c, name: str = name) -> dict:
                 with torch.no_grad():
@@ -433,6 +579,7 @@ def projection_rows(setup: Setup) -> list[dict]:
                     "speedup": peer_ms / timing.device_ms if ours and peer_ms else None,
                     "over_softmax": timing.device_ms / softmax_ms if ours and softmax_ms else None,
                     "ours": ours,
+                    "reference_path": label in on_reference_path,
                     "name": name,
                 }
             )
@@ -553,7 +700,7 @@ class EntropyCandidate:
 
 
 def _entropy_candidates(setup: Setup) -> list[EntropyCandidate]:
-    """Ours on torch (fused kernel, then the array-API reference path) and on CuPy."""
+    """Ours on torch (fused kernel, then the array-API reference path), on CuPy and on JAX."""
     found = []
     if setup.torch is not None:
         found.append(EntropyCandidate(f"ours · {setup.torch.label}", setup.torch, False))
@@ -562,6 +709,8 @@ def _entropy_candidates(setup: Setup) -> list[EntropyCandidate]:
         )
     if setup.alt is not None:
         found.append(EntropyCandidate(f"ours · {setup.alt.label}", setup.alt, False))
+    if setup.jax is not None:
+        found.append(EntropyCandidate(f"ours · {setup.jax.label}", setup.jax, False))
     return found
 
 
@@ -701,6 +850,7 @@ def _device_lines(setup: Setup) -> list[str]:
             f"{props.name}: {props.multi_processor_count} SMs, "
             f"{props.total_memory / 2**30:.1f} GiB; torch CUDA {torch.version.cuda}"
         )
+    lines.append(setup.jax_note)
     if isinstance(setup.alt, CuPyBackend):
         runtime = setup.alt.cupy.cuda.runtime
         lines.append(
@@ -736,6 +886,11 @@ def _mib(value: int | None) -> str:
     return "–" if value is None else f"{value / MIB:.1f}"
 
 
+def _peak(t: Timing) -> str:
+    """Peak MiB; "≤ …" where it is an upper bound (JAX, under an earlier high-water mark)."""
+    return ("≤ " if t.peak_bound and t.peak_bytes is not None else "") + _mib(t.peak_bytes)
+
+
 def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]]) -> str:
     out = ["# mixedarray on the GPU — `bench/gpu.py`", ""]
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -751,6 +906,18 @@ def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]])
         f"flushed before each (a {L2_FLUSH_BYTES // MIB} MiB write); wall = a synchronised call "
         "seen from the host; host = until the call returns (Python + launch overhead)"
     )
+    if setup.jax is not None:
+        out.append(
+            "* JAX rows: device time is **wall time with a sync** (JAX has no CUDA events "
+            "API): a sync, the call, `block_until_ready()` on its result and a device sync, "
+            f"median of {setup.timer.repeat} runs, L2 flushed before each by writing a "
+            f"{setup.jax.flush_bytes / MIB:g} MiB jnp array and blocking; it includes the host's "
+            "dispatch time. Eager calls (under `jit` JAX arrays take the reference path by "
+            "design: the `(jit, reference path)` rows). Peak = growth of XLA's "
+            "`peak_bytes_in_use` over the bytes in use before the call, plus CuPy's pool growth "
+            '("≤": JAX cannot reset its high-water mark and the call stayed under an earlier '
+            'one; "–": no statistics). Accuracy against a NumPy float64 reference on the host'
+        )
     out.append(f"* targets: {TARGETS}")
     out.append("")
 
@@ -772,7 +939,7 @@ def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]])
                 f"| {op} | {row['implementation']} | {_f(t.device_ms, '.4f')} | "
                 f"{_f(t.wall_ms, '.4f')} | {_f(t.host_ms, '.4f')} | {_f(row['gbps'], '.0f')} | "
                 f"{_f(100 * row['gbps'] / NOMINAL_COPY_GBPS, '.1f', ' %')} | "
-                f"{_mib(t.peak_bytes)} | {_f(row['error'], '.2e')} | "
+                f"{_peak(t)} | {_f(row['error'], '.2e')} | "
                 f"{_f(row['speedup'], '.2f', '×')} | {_f(row['over_softmax'], '.2f', '×')} |"
             )
         out.append("")
@@ -790,7 +957,7 @@ def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]])
             out.append(
                 f"| face statistics K={row['k']} | {row['implementation']} | {row['n']:.3g} | "
                 f"{_f(t.device_ms / 1e3, '.4f')} | {_f(t.wall_ms / 1e3, '.4f')} | "
-                f"{row['rate']:.3g} | {_f(row['vs_peer'], '.2f', '×')} | {_mib(t.peak_bytes)} | "
+                f"{row['rate']:.3g} | {_f(row['vs_peer'], '.2f', '×')} | {_peak(t)} | "
                 f"{_f(row['z'], '.2f')} |"
             )
         out.append("")
@@ -812,7 +979,7 @@ def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]])
                 f"{_f(t.device_ms / 1e3, '.4f')} | {_f(t.wall_ms / 1e3, '.4f')} | "
                 f"{row['rate']:.3g} | {_f(row.get('vs_reference'), '.2f', '×')} | "
                 f"{row['value']:.5f} ± {row['stderr']:.1e} | {_f(row.get('z'), '.2f')} | "
-                f"{_mib(t.peak_bytes)} |"
+                f"{_peak(t)} |"
             )
         out.append("")
 
@@ -830,7 +997,7 @@ def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]])
             sizes = ", ".join(f"{v:.5f}" for v in row["p"][:3])
             out.append(
                 f"| {row['implementation']} | {row['n']:.3g} | {t.wall_ms / 1e3:.2f} | "
-                f"{t.device_ms / 1e3:.2f} | {row['rate']:.3g} | {_mib(t.peak_bytes)} | {sizes} |"
+                f"{t.device_ms / 1e3:.2f} | {row['rate']:.3g} | {_peak(t)} | {sizes} |"
             )
         out.append("")
 
@@ -860,6 +1027,8 @@ def _verdicts(setup: Setup, parts: dict[str, list[dict]]) -> list[tuple[str, str
     for row in parts.get("projections", []):
         if not row["ours"]:
             continue
+        if row.get("reference_path"):
+            continue  # ours on the reference path by design (jit): for comparison only
         where = f"{row['op']}, {row['implementation']}"
         if row["speedup"] is not None:
             lines.append(
@@ -920,8 +1089,7 @@ def _verdicts(setup: Setup, parts: dict[str, list[dict]]) -> list[tuple[str, str
             lines.append(
                 (
                     f"a real {row['n']:.3g}-sample run, {row['implementation']}",
-                    f"{row['timing'].wall_ms / 1e3:.1f} s, peak "
-                    f"{_mib(row['timing'].peak_bytes)} MiB",
+                    f"{row['timing'].wall_ms / 1e3:.1f} s, peak {_peak(row['timing'])} MiB",
                     met(row["n"] >= BILLION),
                 )
             )
@@ -956,6 +1124,54 @@ def _cuda_status() -> tuple[bool, bool, str]:
     else:
         notes.append("cupy not installed")
     return torch_ok, cupy_ok, "; ".join(notes)
+
+
+def _keep_jax_from_preallocating() -> None:
+    """Before JAX is first imported in a real run: no preallocation of GPU memory.
+
+    By default JAX's GPU client takes 75 % of the device's memory at its first use, and CuPy
+    and torch in this process would then run out; ``XLA_PYTHON_CLIENT_PREALLOCATE=false``
+    makes it allocate on demand.  Read once, when JAX's backend starts: so it is set before
+    anything imports JAX (a value the environment sets already is kept).
+    """
+    if "jax" in sys.modules:
+        print(
+            "bench/gpu.py: JAX was imported before the benchmark could set "
+            "XLA_PYTHON_CLIENT_PREALLOCATE=false; it may hold most of the GPU's memory",
+            file=sys.stderr,
+        )
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _jax_backend(dry: bool) -> tuple[JaxBackend | None, str]:
+    """The JAX backend (JAX CPU arrays in a dry run), or None and why the JAX rows are skipped."""
+    if importlib.util.find_spec("jax") is None:
+        return None, "JAX rows skipped: JAX is not installed"
+    import jax
+
+    if dry:  # JAX CPU arrays: the reference paths, at tiny sizes (errors surface: CI sees them)
+        backend = JaxBackend(jax.devices("cpu")[0])
+        return backend, f"JAX {jax.__version__} on the CPU (dry run: the reference paths)"
+    try:
+        device = jax.devices("cuda")[0]
+    except Exception as error:  # no CUDA plugin, no device
+        return None, f"JAX rows skipped: JAX {jax.__version__} sees no CUDA GPU ({error})"
+    try:
+        backend = JaxBackend(device)
+    except Exception as error:
+        return None, f"JAX rows skipped: JAX on {device}: {type(error).__name__}: {error}"
+    from mixedarray._native import cuda_interop
+
+    route = (
+        "eager arrays take the Numba kernels through DLPack and CuPy"
+        if cuda_interop.dlpack_available()
+        else "**no DLPack route** (CuPy or Numba's CUDA target missing): the reference paths"
+    )
+    preallocate = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
+    return backend, (
+        f"JAX {jax.__version__} on {device.device_kind} ({device}): {route}; "
+        f"XLA_PYTHON_CLIENT_PREALLOCATE={preallocate}"
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -1003,6 +1219,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _setup(args: argparse.Namespace, torch_ok: bool, cupy_ok: bool) -> Setup:
     dry = args.cpu_dry_run
+    jax_backend, jax_note = _jax_backend(dry)
+    if jax_backend is None:
+        print(f"bench/gpu.py: {jax_note}", file=sys.stderr)
     peer = None
     if importlib.util.find_spec("entmax") is not None:
         import entmax as peer
@@ -1031,6 +1250,8 @@ def _setup(args: argparse.Namespace, torch_ok: bool, cupy_ok: bool) -> Setup:
         dry=dry,
         torch=torch_backend,
         alt=alt,
+        jax=jax_backend,
+        jax_note=jax_note,
         peer=peer,
         timer=timer,
         face_samples=face_samples,
@@ -1048,6 +1269,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         torch_ok = cupy_ok = False
     else:
+        _keep_jax_from_preallocating()  # before anything imports JAX
         torch_ok, cupy_ok, status = _cuda_status()
         if not (torch_ok or cupy_ok):
             print(f"bench/gpu.py: no CUDA device ({status}): nothing measured, nothing written.")
