@@ -168,7 +168,7 @@ def face_statistics(
     keys = random.split(rng, len(sizes), like=like)
     accumulate = _accumulation_dtype(xp, like)
     device = _backend.device(like)
-    vertex_sizes = xp.arange(1, K + 1, dtype=xp.int64, device=device)
+    vertex_sizes = xp.arange(1, K + 1, dtype=xp.int32, device=device)
     chunks = range(len(sizes))
     if progress:
         from tqdm.auto import tqdm
@@ -178,7 +178,7 @@ def face_statistics(
     for i in chunks:
         drawn = source.sample(keys[i], (sizes[i],))
         mask = drawn if drawn.dtype == xp.bool else faces.support(drawn)
-        size = xp.sum(xp.astype(mask, xp.int64), axis=-1)
+        size = xp.sum(xp.astype(mask, xp.int32), axis=-1, dtype=xp.int32)
         by_size = xp.sum(xp.astype(size[..., None] == vertex_sizes, accumulate), axis=0)
         by_vertex = xp.sum(xp.astype(mask, accumulate), axis=0)
         by_face = _table_counts(xp, mask, K, accumulate) if table else None

@@ -286,8 +286,9 @@ def pretend_gpu(monkeypatch):
     monkeypatch.setattr(cuda_interop, "available", lambda: True)
     calls = []
 
-    def fake(d, rng, num_samples, *args):
+    def fake(d, rng, num_samples, chunk_size=None, progress=False):
         calls.append(num_samples)
+        fake.options = (chunk_size, progress)
         zero = d._xp.zeros(d.batch_shape, dtype=d.dtype)
         return ma.Estimate(zero - 1.0, zero + 0.5)
 
@@ -310,6 +311,9 @@ def test_entropy_dispatch_rule(pretend_gpu):
     assert pretend_gpu == [10, 12, 14]
     with pytest.raises(NotImplementedError):
         ma.entropy(d3, method="exact")
+    # the Monte Carlo options reach the kernel's host code
+    ma.entropy(d3, method="mc", rng=0, num_samples=16, chunk_size=4, progress=True)
+    assert pretend_gpu[-1] == 16 and cuda_entropy.entropy_estimate.options == (4, True)
 
 
 def test_entropy_dispatch_exclusions(pretend_gpu):
