@@ -3,7 +3,7 @@
 
     python bench/gpu.py                  # the full table (a few minutes on an H100)
     python bench/gpu.py --quick          # fewer repetitions and samples
-    python bench/gpu.py --billion        # also a real 10^9-sample face-statistics run
+    python bench/gpu.py --billion        # also real 10^9-sample face-statistics and entropy runs
     python bench/gpu.py --parts projections,faces   # a subset: projections, faces, entropy
     python bench/gpu.py --output FILE    # write the table somewhere else
     python bench/gpu.py --cpu-dry-run    # every code path on CPU arrays at tiny sizes (JAX CPU
@@ -41,8 +41,8 @@ Rows (float32, inputs N(0, 1)):
   our torch-CUDA reference path (the same call under ``mixedarray._native.reference_only()``:
   ``expectation`` of ``−log_prob``, the array-API code), in samples/s, with each estimate's gap
   to the reference path's in combined standard errors.
-* ``--billion``: face statistics from 10^9 samples (K = 10) on each backend (JAX included),
-  with its time and peak memory.
+* ``--billion``: face statistics and the entropy estimate from 10^9 samples (K = 10) on each
+  backend (JAX included), with their time and peak memory.
 
 JAX rows ("ours · JAX GPU"): JAX has no CUDA events API, so their *device time is wall time
 with a sync*: the wall-clock time from a sync (a small JAX computation on the device, blocked
@@ -778,30 +778,39 @@ def entropy_rows(setup: Setup) -> list[dict]:
 
 
 def billion_rows(setup: Setup) -> list[dict]:
-    from mixedarray.face_frequencies import face_statistics
+    import mixedarray as ma
+
+    def faces(backend: Backend, d: Any, rng: Any, n: int) -> str:
+        p = backend.read(ma.face_statistics(d, rng, n).size_probs.value)
+        return "P(size = 1, 2, 3) = " + ", ".join(f"{v:.5f}" for v in p[:3])
+
+    def entropy(backend: Backend, d: Any, rng: Any, n: int) -> str:
+        e = ma.entropy(d, method="mc", rng=rng, num_samples=n, return_stderr=True)
+        return f"H = {float(backend.read(e.value)):.6f} ± {float(backend.read(e.stderr)):.1e}"
 
     rows = []
     n = setup.billion
     for backend in setup.ours():
+        for quantity, estimate in (("face statistics", faces), ("entropy", entropy)):
 
-        def run(backend=backend) -> tuple:
-            d = _gaussian_sparsemax(backend, 10)
-            face_statistics(d, backend.rng(0), min(n, 1 << 20))  # warm-up
-            stats, timing = setup.timer.once(backend, lambda: face_statistics(d, backend.rng(1), n))
-            return timing, backend.read(stats.size_probs.value)
+            def run(backend=backend, estimate=estimate) -> tuple:
+                d = _gaussian_sparsemax(backend, 10)
+                estimate(backend, d, backend.rng(0), min(n, 1 << 20))  # warm-up
+                return setup.timer.once(backend, lambda: estimate(backend, d, backend.rng(1), n))
 
-        result = _attempt(setup, f"10^9 samples on {backend.label}", run)
-        if result is not None:
-            timing, p = result
-            rows.append(
-                {
-                    "implementation": f"ours · {backend.label}",
-                    "n": n,
-                    "timing": timing,
-                    "rate": n / (timing.wall_ms * 1e-3),
-                    "p": p,
-                }
-            )
+            result = _attempt(setup, f"10^9 samples, {quantity} on {backend.label}", run)
+            if result is not None:
+                text, timing = result
+                rows.append(
+                    {
+                        "quantity": quantity,
+                        "implementation": f"ours · {backend.label}",
+                        "n": n,
+                        "timing": timing,
+                        "rate": n / (timing.wall_ms * 1e-3),
+                        "result": text,
+                    }
+                )
     return rows
 
 
@@ -986,18 +995,18 @@ def report(setup: Setup, args: argparse.Namespace, parts: dict[str, list[dict]])
     if "billion" in parts:
         label = "10^9" if not setup.dry else f"10^9 (dry run: {setup.billion} samples)"
         out += [
-            f"## A real {label}-sample run: face statistics, Gaussian-Sparsemax K = 10",
+            f"## A real {label}-sample run: Gaussian-Sparsemax K = 10",
             "",
-            "| implementation | samples | wall s | device s | samples/s | peak MiB | "
-            "P(size = 1, 2, 3) |",
-            "|---|---|---|---|---|---|---|",
+            "| quantity | implementation | samples | wall s | device s | samples/s | peak MiB | "
+            "result |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in parts["billion"]:
             t = row["timing"]
-            sizes = ", ".join(f"{v:.5f}" for v in row["p"][:3])
             out.append(
-                f"| {row['implementation']} | {row['n']:.3g} | {t.wall_ms / 1e3:.2f} | "
-                f"{t.device_ms / 1e3:.2f} | {row['rate']:.3g} | {_peak(t)} | {sizes} |"
+                f"| {row['quantity']} | {row['implementation']} | {row['n']:.3g} | "
+                f"{t.wall_ms / 1e3:.2f} | {t.device_ms / 1e3:.2f} | {row['rate']:.3g} | "
+                f"{_peak(t)} | {row['result']} |"
             )
         out.append("")
 
@@ -1088,7 +1097,7 @@ def _verdicts(setup: Setup, parts: dict[str, list[dict]]) -> list[tuple[str, str
         for row in parts["billion"]:
             lines.append(
                 (
-                    f"a real {row['n']:.3g}-sample run, {row['implementation']}",
+                    f"a real {row['n']:.3g}-sample run, {row['quantity']}, {row['implementation']}",
                     f"{row['timing'].wall_ms / 1e3:.1f} s, peak {_peak(row['timing'])} MiB",
                     met(row["n"] >= BILLION),
                 )
