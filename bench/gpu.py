@@ -1204,7 +1204,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--billion",
         action="store_true",
-        help="also run face statistics from 10^9 samples on each backend",
+        help="also estimate face statistics and the entropy from 10^9 samples on each backend",
     )
     parser.add_argument(
         "--output",
