@@ -9,7 +9,9 @@
    every path of the block kernel (row in shared memory, candidates in shared memory,
    candidates overflowing to global memory) by a small shared buffer and block.  Face
    counts are held to the reference ``face_statistics`` within 4.5 combined standard errors,
-   with a planted wrong law that must fail the same check.
+   with a planted wrong law that must fail the same check.  Where libNVVM is installed (no GPU
+   needed), every kernel the launchers pick also compiles to sm_90 PTX with the argument types
+   of a real launch, and assembles with ``ptxas`` when it is on the PATH.
 2. In process, without a GPU: ``random.seeds`` on every backend, and the fallbacks (no fast
    path is taken where none applies).
 3. Real GPU (skipped with the reason when Numba sees no GPU, or torch-CUDA / CuPy is absent):
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import subprocess
@@ -296,6 +299,179 @@ np.testing.assert_array_equal(one, [[[150.0], [150.0]]])
 print("ok")
 """
     )
+
+
+def compile_env() -> dict[str, str]:
+    """The environment of a fresh interpreter that compiles for a real GPU (no simulator)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+@functools.cache
+def nvvm_missing() -> str | None:
+    """Why Numba cannot compile kernels to PTX here (no numba, no libNVVM), or None.
+
+    Asked in a fresh interpreter without the simulator, as the compiling tests run (with
+    ``NUMBA_ENABLE_CUDASIM=1`` Numba reports libNVVM missing whether it is installed or not).
+    """
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed"
+    probe = "from numba.cuda.cudadrv import nvvm; nvvm.NVVM()"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=compile_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:  # no CUDA toolkit: nothing to compile with
+        error = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"libNVVM is not available ({error[:200]})"
+    return None
+
+
+COMPILE_ALL = r"""
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numba.cuda.dispatcher as dispatcher
+import numpy as np
+from numba import cuda
+from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase
+
+# Device functions ask the current device for its compute capability: there is none.
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+
+from mixedarray._native import cuda_entropy, cuda_faces, cuda_interop, cuda_threshold
+
+
+class OnDevice:
+    # A C-contiguous torch/CuPy CUDA array as Numba types it (cuda.as_cuda_array): Numba's
+    # own typing rule of device arrays, on a shape and dtype alone.
+    _numba_type_ = DeviceNDArrayBase._numba_type_
+
+    def __init__(self, shape, dtype):
+        layout = np.empty(shape, dtype)  # for the shape, strides and flags only
+        self.shape, self.ndim, self.dtype = layout.shape, layout.ndim, layout.dtype
+        self.strides, self.flags = layout.strides, layout.flags
+
+
+launches = {}  # (kernel, argument types) -> the first launch with them
+label = ""
+
+
+def record(kernel, grid, block, stream, *args, device=0):
+    argument_types = tuple(kernel.typeof_pyval(a) for a in args)  # as a real launch types them
+    launches.setdefault((kernel, argument_types), f"{label} [{grid}, {block}]")
+
+
+cuda_interop.launch = record  # the launchers' single way to a kernel
+cuda_interop.multiprocessors = lambda: 132  # an H100
+
+for dtype in ("float32", "float64"):
+    for width in (8, 1000, 5000):  # one thread per row; blocks of 128 and of 256 threads
+        x, out = OnDevice((3, width), dtype), OnDevice((3, width), dtype)
+        for name in ("sparsemax", "entmax15"):
+            label = f"launch_rows {name} {dtype} K={width}"
+            cuda_threshold.launch_rows(name, x, out)
+    for width in (8, 100, 5000):  # blocks of 32, 128 and 256 threads
+        y, g, out = (OnDevice((3, width), dtype) for _ in range(3))
+        for name in ("sparsemax", "entmax15"):
+            label = f"launch_vjp {name} {dtype} K={width}"
+            cuda_threshold.launch_vjp(name, y, g, out)
+    seeds = OnDevice((2, 2), "int32")  # random.seeds: int32 (chunks, 2)
+    for width in (3, 20, 50, cuda_faces.MAX_K):  # size classes 16, 32, 64, 128
+        loc, scale = OnDevice((2, width), dtype), OnDevice((2, width), dtype)
+        label = f"launch_counts {dtype} K={width}"
+        cuda_faces.launch_counts(loc, scale, seeds, [1 << 20, 7], OnDevice((2, 2, width), "f8"))
+    # the smallest size class with the default rule, the largest with the most nodes allowed
+    for width, nodes in ((3, 32), (cuda_entropy.MAX_K, cuda_entropy._MAX_NODES)):
+        loc, scale = OnDevice((2, width), dtype), OnDevice((2, width), dtype)
+        with np.errstate(all="ignore"):  # hermegauss overflows for many nodes: not a typing matter
+            label = f"launch_sums {dtype} K={width} nodes={nodes}"
+            cuda_entropy.launch_sums(
+                loc, scale, seeds, [1 << 20, 7], OnDevice((2, 2), "f8"), num_nodes=nodes
+            )
+            label = f"launch_points {dtype} K={width} nodes={nodes}"
+            one, z = OnDevice((width,), dtype), OnDevice((5, width), dtype)
+            cuda_entropy.launch_points(one, one, z, z, OnDevice((5,), "f8"), num_nodes=nodes)
+
+# 2 dtypes x (thread-per-row 2 + block 2 x 2 + VJP 3 x 2 + faces 4 + entropy 2 + points 2)
+assert len(launches) == 40, sorted(launches.values())
+ptxas = shutil.which("ptxas")
+print(f"{len(launches)} kernels to sm_90 PTX; ptxas: {ptxas or 'not found'}")
+numbers = {
+    "regs": r"Used (\d+) registers",
+    "local": r"(\d+) bytes stack frame",
+    "spill": r"(\d+) bytes spill stores",
+    "smem": r"(\d+) bytes smem",
+}
+start = time.perf_counter()
+with tempfile.TemporaryDirectory() as scratch:
+    assembling = []  # ptxas runs beside the next NVVM compile
+    for i, ((kernel, signature), where) in enumerate(launches.items()):
+        try:
+            ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+        except Exception as error:
+            raise AssertionError(f"{where} does not compile for {signature}") from error
+        assert ptx.count(".entry") == 1 and ".target sm_90" in ptx, where
+        run = None
+        if ptxas:
+            source = Path(scratch, f"{i}.ptx")
+            source.write_text(ptx)
+            run = subprocess.Popen(
+                [ptxas, "-arch=sm_90", "-v", "-o", str(source.with_suffix(".cubin")), str(source)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        assembling.append((where, signature, run))
+    for where, signature, run in assembling:
+        line = f"{where:<58}"
+        if run is not None:
+            _, info = run.communicate()
+            if "Unsupported .version" in info:  # a ptxas older than this libNVVM: no figures
+                line += " (ptxas too old for this PTX)"
+            else:
+                assert run.returncode == 0, f"{where}: ptxas failed\n{info}"
+                for key, pattern in numbers.items():
+                    found = re.search(pattern, info)
+                    line += f" {key} {found.group(1) if found else 0:>5}"
+        print(line, "|", ", ".join(map(str, signature)))
+print(f"compiled in {time.perf_counter() - start:.1f} s (B: local, spill, smem)")
+print("ok")
+"""
+
+
+@needs_cudasim
+def test_every_launched_kernel_compiles_for_a_gpu():
+    """The simulator runs Python; this types and compiles every kernel the launchers pick
+    (``launch_rows``, ``launch_vjp``, ``launch_counts``, ``launch_sums``, ``launch_points``:
+    every factory, size class and block size, float32 and float64) with NVVM to sm_90 PTX,
+    with the argument types of a real launch (C-contiguous device arrays, Python ints and
+    floats as int64 and float64), and assembles each with ``ptxas`` where it is installed
+    (registers, local memory, spills and shared memory printed; see ``-s``).  Needs libNVVM,
+    not a GPU."""
+    reason = nvvm_missing()
+    if reason:
+        pytest.skip(reason)
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_ALL],
+        env=compile_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0 and "get_current_device" in result.stderr:
+        pytest.skip("this Numba compiles device functions differently")  # pragma: no cover
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(result.stdout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import threading
 import numpy as np
 import pytest
 from helpers import from_numpy, to_numpy
-from test_native_cuda import ROOT, needs_cudasim, simulate
+from test_native_cuda import ROOT, needs_cudasim, nvvm_missing, simulate
 
 import mixedarray as ma
 from mixedarray import information
@@ -223,23 +222,11 @@ print("ok")
     )
 
 
-def _nvvm_missing() -> str | None:
-    if importlib.util.find_spec("numba") is None:
-        return "numba is not installed"
-    try:
-        from numba.cuda.cudadrv import nvvm
-
-        nvvm.NVVM()
-    except Exception as error:  # no CUDA toolkit: nothing to compile with
-        return f"libNVVM is not available ({type(error).__name__})"
-    return None
-
-
 @needs_cudasim
 def test_entropy_kernel_compiles_for_a_gpu():
     """The simulator runs Python; this compiles the kernels with NVVM to sm_90 PTX (typing and
     lowering as on a real GPU), where libNVVM is installed; no GPU is needed."""
-    reason = _nvvm_missing()
+    reason = nvvm_missing()
     if reason:
         pytest.skip(reason)
     body = textwrap.dedent(
