@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from mixedarray import _backend, faces, random
+from mixedarray import _backend, faces, montecarlo, random
 from mixedarray.distributions import MaxEntMixed
 from mixedarray.montecarlo import Estimate, expectation
 
@@ -65,11 +65,22 @@ def _result(d: Any, value: Array | Estimate, return_stderr: bool) -> Array | Est
 MonteCarlo = Callable[..., Estimate]  # (rng, num_samples, *, chunk_size, progress) -> Estimate
 
 
-def _plain(d: Any, integrand: Callable[[Array], Array]) -> MonteCarlo:
-    """The Monte Carlo estimator ``mean of integrand(Y)``, ``Y ~ d``."""
+def _plain(d: Any, integrand: Callable[[Array], Array], *scored: Any) -> MonteCarlo:
+    """The Monte Carlo estimator ``mean of integrand(Y)``, ``Y ~ d``.
 
-    def estimate(rng: Any, num_samples: int, **options: Any) -> Estimate:
-        return expectation(integrand, d, rng, num_samples, **options)
+    ``integrand`` evaluates the ``log_prob`` of the distributions ``scored``: by default, a
+    chunk holds as many draws as keep their work arrays near ``montecarlo``'s chunk budget
+    (Gaussian-Sparsemax's works on K × Gauss–Hermite nodes elements per draw).
+    """
+    width = max([d.num_vertices] + [s._log_prob_width for s in scored])
+    members = max(1, math.prod(d.batch_shape))
+    default_chunk = max(1, montecarlo._CHUNK_ELEMENTS // (members * width))
+
+    def estimate(
+        rng: Any, num_samples: int, chunk_size: int | None = None, **options: Any
+    ) -> Estimate:
+        chunk_size = default_chunk if chunk_size is None else chunk_size
+        return expectation(integrand, d, rng, num_samples, chunk_size=chunk_size, **options)
 
     return estimate
 
@@ -89,7 +100,7 @@ def _fused_or_plain(d: Any, integrand: Callable[[Array], Array]) -> MonteCarlo:
     Decided when the estimate is asked for, so an exact value (``method="auto"``) imports
     nothing.
     """
-    plain = _plain(d, integrand)
+    plain = _plain(d, integrand, d)
 
     def estimate(rng: Any, num_samples: int, **options: Any) -> Estimate:
         if _fused_entropy(d):
@@ -274,7 +285,7 @@ def cross_entropy(
         "cross-entropy",
         p,
         lambda: _cross_entropy_exact(p, q),
-        _plain(p, lambda y: -q.log_prob(y)),
+        _plain(p, lambda y: -q.log_prob(y), q),
         method,
         rng,
         num_samples,
@@ -310,7 +321,7 @@ def kl_divergence(
             faces_of,
         )
     else:
-        monte_carlo = _plain(p, lambda y: p.log_prob(y) - q.log_prob(y))
+        monte_carlo = _plain(p, lambda y: p.log_prob(y) - q.log_prob(y), p, q)
     return _resolve(
         "KL divergence",
         p,
@@ -356,7 +367,7 @@ def code_length(
         "code length",
         d,
         exact if has_exact else None,
-        _plain(d, integrand),
+        _plain(d, integrand, d),
         method,
         rng,
         num_samples,

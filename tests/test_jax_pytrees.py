@@ -383,7 +383,8 @@ def test_jit_monte_carlo_entropy_is_chunked_and_right(name, monkeypatch):
     case = CASES[name]
     d = case.make()
     # Small chunks: 400 samples in two chunks of 200 (the loop unrolls under jit).
-    monkeypatch.setattr(montecarlo, "_CHUNK_ELEMENTS", 200 * 2 * d.num_vertices)
+    # (the chunk budget counts log_prob's work per draw: K, or K × nodes for Gaussian-Sparsemax)
+    monkeypatch.setattr(montecarlo, "_CHUNK_ELEMENTS", 200 * 2 * d._log_prob_width)
 
     @jax.jit
     def estimate(d, key):

@@ -43,7 +43,7 @@ MAX_K = 128  # widest event handled: the draw, its candidates and its face live 
 _WORK_PER_LAUNCH = 1 << 28  # draws × K × members per launch when the caller gives no chunk size
 _THREADS = 128
 _MAX_MEMBERS = 65535  # the grid's y dimension
-_MAX_NODES = 1024  # Gauss–Hermite nodes: 16 KiB of constant memory
+_MAX_NODES = 256  # Gauss–Hermite nodes (the distribution's own limit): 4 KiB of constant memory
 _OWN = ("_rsample", "_sample", "_log_prob")  # what the kernel replaces: a subclass must not
 
 
@@ -53,7 +53,7 @@ def applicable(d: Any) -> bool:
     A :class:`~mixedarray.distributions.GaussianSparsemax` (its own sampler and density) with
     parameters that are eager float32/float64 CUDA arrays of torch or CuPy, or eager JAX arrays
     on one CUDA GPU (:func:`~mixedarray._native.cuda_interop.jax_array_ok`), K ≤ 128, at most
-    65535 batch members and 1024 Gauss–Hermite nodes, a usable GPU, and fast paths not switched
+    65535 batch members and 256 Gauss–Hermite nodes, a usable GPU, and fast paths not switched
     off
     (:func:`mixedarray._native.reference_only`).  On torch, parameters that would carry an
     autograd graph into the estimate (grad mode on and ``requires_grad``) keep the reference

@@ -105,6 +105,11 @@ class Distribution:
     # rsample gives it no pathwise gradient (a score-function term is needed: gradients.py).
     has_discrete_face: ClassVar[bool] = False
 
+    @property
+    def _log_prob_width(self) -> int:
+        """Array elements ``log_prob`` works on per point and batch member (sizes MC chunks)."""
+        return self.num_vertices
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Distribution:
         # Built from torch tensors: the subclass that is also a torch Distribution.
         if _any_torch(args, kwargs.values()):

@@ -62,8 +62,14 @@ class GaussianSparsemax(Distribution):
         validate_args: bool | None = None,
     ) -> None:
         xp = array_namespace(loc, scale)
-        if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 2:
-            raise ValueError(f"num_nodes must be an int >= 2, got {num_nodes!r}")
+        if (
+            isinstance(num_nodes, bool)
+            or not isinstance(num_nodes, int)
+            or not 2 <= num_nodes <= density.MAX_NODES
+        ):
+            raise ValueError(
+                f"num_nodes must be an int from 2 to {density.MAX_NODES}, got {num_nodes!r}"
+            )
         if len(loc.shape) == 0:
             raise ValueError("loc must have at least one axis (the K vertices), got a 0-d array")
         dtype = _backend.compute_dtype(xp, loc.dtype, name="loc")
@@ -110,6 +116,11 @@ class GaussianSparsemax(Distribution):
 
     def _sample(self, rng: Any, sample_shape: tuple[int, ...]) -> Array:
         return self._rsample(rng, sample_shape)
+
+    @property
+    def _log_prob_width(self) -> int:
+        """K × nodes: the Gauss–Hermite rule evaluates Φ at every node for every vertex."""
+        return self.num_vertices if self.num_vertices == 2 else self.num_vertices * self.num_nodes
 
     def _log_prob(self, y: Array) -> Array:
         if self.num_vertices == 2:  # closed form of the bit (paper-notes §6)

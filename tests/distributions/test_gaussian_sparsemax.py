@@ -131,5 +131,9 @@ def test_bad_parameters(cpu_backend, loc, scale, error, match):
 
 
 def test_bad_num_nodes():
-    with pytest.raises(ValueError, match="num_nodes"):
-        ma.GaussianSparsemax(LOC, SCALE, num_nodes=1)
+    for bad in (1, 257, 2.0, True):
+        with pytest.raises(ValueError, match="num_nodes must be an int from 2 to 256"):
+            ma.GaussianSparsemax(LOC, SCALE, num_nodes=bad)
+    # the largest rule still has finite weights: a finite density
+    d = ma.GaussianSparsemax(LOC, SCALE, num_nodes=256)
+    assert np.isfinite(d.log_prob(np.array([0.5, 0.5, 0.0])))

@@ -370,6 +370,8 @@ def test_gauss_hermite_table(backend):
     np.testing.assert_allclose(np.sum(np.exp(lw) * x**4), 3.0, rtol=1e-13)
     with pytest.raises(ValueError, match="num_nodes"):
         gauss_hermite(0, xp, xp.float64, dev)
+    with pytest.raises(ValueError, match="num_nodes must be an int from 1 to 256"):
+        gauss_hermite(257, xp, xp.float64, dev)
 
 
 # ---------------------------------------------------------------------------------------------
