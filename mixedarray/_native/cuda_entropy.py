@@ -89,16 +89,6 @@ def applicable(d: Any) -> bool:
     return fast_paths_enabled() and cuda_interop.available()
 
 
-def _size_class(width: int) -> int:
-    """The local and shared arrays' length for K = ``width`` (a power of two ≥ 16)."""
-    return max(16, 1 << (width - 1).bit_length())
-
-
-def _tolerance(dtype: str) -> float:
-    """The support rule's gap tolerance: 4 eps of the dtype (``projections._positive_part``)."""
-    return 4 * (2.0**-23 if dtype == "float32" else 2.0**-52)
-
-
 def launch_sums(
     loc: Any,
     scale: Any,
@@ -129,29 +119,22 @@ def launch_sums(
     """
     from mixedarray._native import cuda_density_kernels
 
-    members, width = loc.shape
     dtype = str(loc.dtype)
-    kernel = cuda_density_kernels.entropy_kernel(dtype, _size_class(width), num_nodes, threads)
-    if blocks is None:
-        resident = cuda_interop.multiprocessors() * (2048 // threads)
-        blocks = max(1, math.ceil(resident / members))
-    chunks = range(len(sizes)) if progress is None else progress(range(len(sizes)))
-    for i in chunks:
-        grid_x = max(1, min(blocks, math.ceil(sizes[i] / threads)))
-        cuda_interop.launch(
-            kernel,
-            (grid_x, members),
-            threads,
-            stream,
-            loc,
-            scale,
-            seeds,
-            i,
-            sizes[i],
-            _tolerance(dtype),
-            sums,
-            device=device,
-        )
+    width = cuda_interop.size_class(loc.shape[1])
+    kernel = cuda_density_kernels.entropy_kernel(dtype, width, num_nodes, threads)
+    cuda_interop.launch_draws(
+        kernel,
+        (loc, scale),
+        seeds,
+        sizes,
+        cuda_interop.support_tolerance(dtype),
+        sums,
+        stream=stream,
+        device=device,
+        threads=threads,
+        blocks=blocks,
+        progress=progress,
+    )
 
 
 def launch_points(
@@ -179,12 +162,13 @@ def launch_points(
     """
     from mixedarray._native import cuda_density_kernels
 
-    width = loc.shape[0]
     dtype = str(loc.dtype)
-    kernel = cuda_density_kernels.points_kernel(dtype, _size_class(width), num_nodes, threads)
+    width = cuda_interop.size_class(loc.shape[0])
+    kernel = cuda_density_kernels.points_kernel(dtype, width, num_nodes, threads)
     blocks = max(1, math.ceil(z.shape[0] / threads))
+    tol = cuda_interop.support_tolerance(dtype)
     cuda_interop.launch(
-        kernel, blocks, threads, stream, loc, scale, z, _tolerance(dtype), y, log_p, device=device
+        kernel, blocks, threads, stream, loc, scale, z, tol, y, log_p, device=device
     )
 
 
@@ -262,7 +246,7 @@ def _moments(
     xp = _backend.array_namespace(loc)
     members = loc.shape[0]
     sums = xp.zeros((members, 2), dtype=xp.float64, device=_backend.device(loc))
-    loc, scale = _contiguous(loc), _contiguous(scale)
+    loc, scale = cuda_interop.contiguous(loc), cuda_interop.contiguous(scale)
     wrap = None
     if progress:
         from tqdm.auto import tqdm
@@ -273,7 +257,7 @@ def _moments(
     launch_sums(
         cuda_interop.view(loc),
         cuda_interop.view(scale),
-        cuda_interop.view(_contiguous(seeds)),
+        cuda_interop.view(cuda_interop.contiguous(seeds)),
         sizes,
         cuda_interop.view(sums),
         stream=cuda_interop.stream(loc),
@@ -285,16 +269,3 @@ def _moments(
     mean = sums[:, 0] / n
     variance = (sums[:, 1] - n * mean * mean) / (n - 1.0)
     return mean, xp.sqrt(xp.clip(variance, min=0.0) / n)
-
-
-def _contiguous(x: Array) -> Array:
-    module = type(x).__module__
-    if module.startswith("torch"):
-        return x.detach().contiguous()
-    if module.startswith("cupy"):
-        import cupy
-
-        return cupy.ascontiguousarray(x)
-    import numpy as np  # host arrays: the simulator
-
-    return np.ascontiguousarray(x)

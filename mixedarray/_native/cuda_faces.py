@@ -98,31 +98,21 @@ def launch_counts(
     """
     from mixedarray._native import cuda_kernels
 
-    members, width = loc.shape
     dtype = str(loc.dtype)
-    max_k = max(16, 1 << (width - 1).bit_length())
-    kernel = cuda_kernels.faces_kernel(dtype, max_k, threads)
-    tol = 4 * (2.0**-23 if dtype == "float32" else 2.0**-52)
-    if blocks is None:
-        resident = cuda_interop.multiprocessors() * (2048 // threads)
-        blocks = max(1, math.ceil(resident / members))
-    chunks = range(len(sizes)) if progress is None else progress(range(len(sizes)))
-    for i in chunks:
-        grid_x = max(1, min(blocks, math.ceil(sizes[i] / threads)))
-        cuda_interop.launch(
-            kernel,
-            (grid_x, members),
-            threads,
-            stream,
-            loc,
-            scale,
-            seeds,
-            i,
-            sizes[i],
-            tol,
-            counts,
-            device=device,
-        )
+    kernel = cuda_kernels.faces_kernel(dtype, cuda_interop.size_class(loc.shape[1]), threads)
+    cuda_interop.launch_draws(
+        kernel,
+        (loc, scale),
+        seeds,
+        sizes,
+        cuda_interop.support_tolerance(dtype),
+        counts,
+        stream=stream,
+        device=device,
+        threads=threads,
+        blocks=blocks,
+        progress=progress,
+    )
 
 
 def face_counts(
@@ -172,9 +162,9 @@ def _counts(loc: Array, scale: Array, seeds: Array, sizes: list[int], progress: 
             return tqdm(chunks, desc="face statistics", unit="chunk")
 
     launch_counts(
-        cuda_interop.view(_contiguous(loc)),
-        cuda_interop.view(_contiguous(scale)),
-        cuda_interop.view(_contiguous(seeds)),
+        cuda_interop.view(cuda_interop.contiguous(loc)),
+        cuda_interop.view(cuda_interop.contiguous(scale)),
+        cuda_interop.view(cuda_interop.contiguous(seeds)),
         sizes,
         cuda_interop.view(counts),
         stream=cuda_interop.stream(loc),
@@ -236,13 +226,3 @@ def _reference_counts(
         by_vertex = vertices_i if by_vertex is None else by_vertex + vertices_i
     return by_size, by_vertex
 
-
-def _contiguous(x: Array) -> Array:
-    module = type(x).__module__
-    if module.startswith("torch"):
-        return x.detach().contiguous()
-    if module.startswith("cupy"):
-        import cupy
-
-        return cupy.ascontiguousarray(x)
-    return x  # host arrays (the simulator): C-contiguous as made

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -129,6 +130,62 @@ def launch(kernel: Any, grid: Any, block: int, on: Any, *args: Any, device: int 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Grid size")
             kernel[grid, block, on](*args)
+
+
+def launch_draws(
+    kernel: Any,
+    parameters: tuple[Any, ...],
+    seeds: Any,
+    sizes: list[int],
+    tol: float,
+    out: Any,
+    *,
+    stream: Any,
+    device: int,
+    threads: int,
+    blocks: int | None,
+    progress: Any,
+) -> None:
+    """One launch per chunk of a drawing kernel: ``(*parameters, seeds, i, sizes[i], tol, out)``.
+
+    The grid is ``(blocks, members)``: a row of blocks per batch member (``parameters[0]`` is
+    ``(members, K)``), each thread drawing with stride; ``blocks`` defaults to enough to fill
+    the device, and a chunk never gets more blocks than it has draws for.  ``progress``
+    optionally wraps the chunk indices (e.g. ``tqdm``).
+    """
+    members = parameters[0].shape[0]
+    if blocks is None:
+        resident = multiprocessors() * (2048 // threads)
+        blocks = max(1, math.ceil(resident / members))
+    chunks = range(len(sizes)) if progress is None else progress(range(len(sizes)))
+    for i in chunks:
+        grid_x = max(1, min(blocks, math.ceil(sizes[i] / threads)))
+        launch(
+            kernel, (grid_x, members), threads, stream, *parameters, seeds, i, sizes[i], tol, out,
+            device=device,
+        )  # fmt: skip
+
+
+def size_class(width: int) -> int:
+    """Length of the per-thread arrays that hold a draw of ``width`` entries (a power of 2 ≥ 16)."""
+    return max(16, 1 << (width - 1).bit_length())
+
+
+def support_tolerance(dtype: str) -> float:
+    """The support rule's gap tolerance, 4 eps of ``dtype`` (``projections._positive_part``)."""
+    return 4 * (2.0**-23 if dtype == "float32" else 2.0**-52)
+
+
+def contiguous(x: Array) -> Array:
+    """``x`` C-contiguous (torch: detached; host arrays, as in the simulator, as they are)."""
+    module = type(x).__module__
+    if module.startswith("torch"):
+        return x.detach().contiguous()
+    if module.startswith("cupy"):
+        import cupy
+
+        return cupy.ascontiguousarray(x)
+    return x
 
 
 @functools.cache
