@@ -35,7 +35,13 @@ import threading
 import numpy as np
 import pytest
 from helpers import from_numpy, to_numpy
-from test_native_cuda import ROOT, needs_cudasim, nvvm_missing, simulate
+from test_native_cuda import (  # noqa: F401  (gpu_library: a fixture)
+    ROOT,
+    gpu_library,
+    needs_cudasim,
+    nvvm_missing,
+    simulate,
+)
 
 import mixedarray as ma
 from mixedarray import information
@@ -381,32 +387,11 @@ def test_reference_only_switches_the_face_kernel_off(monkeypatch):
 # 3. A real GPU
 
 
-def _gpu_ready() -> str | None:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "the CUDA simulator is enabled in this process"
-    if not cuda_interop.available():
-        return "Numba sees no CUDA GPU (numba.cuda.is_available() is False)"
-    return None
-
-
-@pytest.fixture(params=["torch", "cupy"])
-def gpu_backend(request):
-    """``(xp, device)`` and the library name, for torch CUDA tensors and CuPy arrays."""
-    reason = _gpu_ready()
-    if reason:
-        pytest.skip(reason)
-    if request.param == "torch":
-        torch = pytest.importorskip("torch")
-        if not torch.cuda.is_available():
-            pytest.skip("torch has no CUDA device")
-        import array_api_compat.torch as xp
-
-        return (xp, torch.device("cuda")), "torch"
-    pytest.importorskip("cupy")
-    import array_api_compat.cupy as xp
-    import cupy
-
-    return (xp, cupy.cuda.Device(0)), "cupy"
+@pytest.fixture
+def gpu_backend(gpu_library):  # noqa: F811  (the fixture imported above)
+    """``((xp, device), library)`` for torch CUDA tensors and CuPy arrays on a real GPU."""
+    xp, device, library = gpu_library
+    return (xp, device), library
 
 
 def _rng(library: str, seed: int):
