@@ -79,7 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-n", "--samples", type=float, default=1e6, help="Monte Carlo samples (e.g. 1e9)"
     )
     parser.add_argument(
-        "--chunk-size", type=int, help="samples per chunk (default: about 4M elements)"
+        "--chunk-size",
+        type=int,
+        help="samples per chunk of every estimate; memory is bounded by one chunk (default: "
+        "about 4M array elements, or the fused GPU kernels' own launch size)",
     )
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library")
     parser.add_argument(
