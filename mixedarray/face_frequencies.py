@@ -71,7 +71,7 @@ def _fused(d: Any, table: bool) -> bool:
 
 def _fused_counts(
     d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
-) -> tuple[Array, Array]:
+) -> tuple[Array, Array] | None:
     from mixedarray._native import cuda_faces
 
     return cuda_faces.face_counts(d, rng, num_samples, chunk_size, progress)
@@ -157,8 +157,9 @@ def face_statistics(
     K = d.num_vertices
     per_sample = max(1, math.prod(d.batch_shape) * K)
     sizes = _chunk_sizes(num_samples, chunk_size, per_sample)
-    if _fused(d, table):
-        size_counts, marginal_counts = _fused_counts(d, rng, num_samples, chunk_size, progress)
+    fused = _fused_counts(d, rng, num_samples, chunk_size, progress) if _fused(d, table) else None
+    if fused is not None:  # None: the kernel declined (a traced JAX key)
+        size_counts, marginal_counts = fused
         return FaceStatistics(
             size_probs=_frequencies(xp, size_counts, num_samples, d.dtype),
             marginals=_frequencies(xp, marginal_counts, num_samples, d.dtype),

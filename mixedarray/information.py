@@ -106,7 +106,9 @@ def _fused_or_plain(d: Any, integrand: Callable[[Array], Array]) -> MonteCarlo:
         if _fused_entropy(d):
             from mixedarray._native import cuda_entropy
 
-            return cuda_entropy.entropy_estimate(d, rng, num_samples, **options)
+            fused = cuda_entropy.entropy_estimate(d, rng, num_samples, **options)
+            if fused is not None:  # None: the kernel declined (a traced JAX key)
+                return fused
         return plain(rng, num_samples, **options)
 
     return estimate

@@ -201,9 +201,10 @@ def entropy_estimate(
 
     Returns
     -------
-    Estimate
+    Estimate or None
         ``value`` = mean of ``−log p(Y)``, ``stderr`` = its sample standard deviation / √n, of
-        shape ``batch_shape``, in ``d``'s library, dtype and device (not read back).
+        shape ``batch_shape``, in ``d``'s library, dtype and device (not read back).  ``None``
+        where a JAX key's seeds come out traced: the caller runs the reference estimator.
     """
     from mixedarray.montecarlo import Estimate, _chunk_sizes
 
@@ -224,11 +225,8 @@ def entropy_estimate(
 
     if _backend.library_name(like) != "jax":
         return Estimate(*estimate(d.loc, d.scale, seeds))
-    if _backend.is_traced(seeds):  # a key traced by jit or vmap: the reference estimator
-        from mixedarray.montecarlo import expectation
-
-        integrand = lambda y: -d.log_prob(y)  # noqa: E731
-        return expectation(integrand, d, rng, num_samples, chunk_size=chunk_size, progress=progress)
+    if _backend.is_traced(seeds):  # a key traced by jit or vmap: the caller's reference path
+        return None
     return Estimate(*cuda_interop.through_cupy(estimate, d.loc, d.scale, seeds))
 
 

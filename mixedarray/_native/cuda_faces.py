@@ -18,8 +18,8 @@ Eager JAX arrays on a CUDA GPU take the same kernel through DLPack
 (:func:`mixedarray._native.cuda_interop.through_cupy`): the seeds are drawn from the caller's
 JAX key by JAX on the parameters' device, the parameters and seeds are viewed by CuPy without
 copies, the counts are CuPy arrays handed back to JAX.  Where the seeds come out traced (a key
-under ``jit`` or ``vmap``, or the whole call staged by ``jit``) the reference draws and counts
-run instead, exactly as :func:`mixedarray.face_statistics` does without the kernel.
+under ``jit`` or ``vmap``, or the whole call staged by ``jit``) :func:`face_counts` declines,
+and :func:`mixedarray.face_statistics` runs its reference path.
 """
 
 from __future__ import annotations
@@ -117,13 +117,15 @@ def launch_counts(
 
 def face_counts(
     d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
-) -> tuple[Array, Array]:
+) -> tuple[Array, Array] | None:
     """Counts of ``|F| = k`` and of ``i ∈ F`` over ``num_samples`` draws of ``d``.
 
     Arrays of ``d``'s library and device, shape ``batch_shape + (K,)``, float64 (float32 for JAX
-    without x64); ``d`` must be :func:`applicable`.  Launches go on the library's current
-    stream (for JAX, CuPy's current stream, ordered against JAX's by DLPack); nothing is read
-    back.
+    without x64); ``d`` must be :func:`applicable`.  ``None`` where the seeds come out traced
+    (a JAX key under ``jit``/``vmap``, or the call staged by ``jit``): the kernel cannot take
+    them, and :func:`mixedarray.face_statistics` runs its reference path instead.  Launches
+    go on the library's current stream (for JAX, CuPy's current stream, ordered against JAX's
+    by DLPack); nothing is read back.
     """
     from mixedarray.montecarlo import _chunk_sizes
 
@@ -133,7 +135,7 @@ def face_counts(
     seeds = random.seeds(rng, len(sizes), like=like)
     if _backend.library_name(like) == "jax":
         if _backend.is_traced(seeds):  # a traced key, or the call staged by jit
-            return _reference_counts(d, rng, num_samples, chunk_size, progress)
+            return None  # the caller's reference path draws and counts
         return _jax_face_counts(d, seeds, sizes, progress)
     xp = d._xp
     members, width = math.prod(d.batch_shape), d.num_vertices
@@ -196,33 +198,3 @@ def _jax_face_counts(d: Any, seeds: Array, sizes: list[int], progress: bool) -> 
         return tuple(xp.astype(xp.reshape(counts[:, i, :], shape), target) for i in (0, 1))
 
     return cuda_interop.through_cupy(count, d.loc, d.scale, seeds)
-
-
-def _reference_counts(
-    d: Any, rng: Any, num_samples: int, chunk_size: int | None, progress: bool
-) -> tuple[Array, Array]:
-    """The counts of :func:`mixedarray.face_statistics`'s reference path (same chunks, keys
-    and draws), for a JAX call whose seeds are traced and so cannot reach the kernel."""
-    from mixedarray import faces
-    from mixedarray.montecarlo import _accumulation_dtype, _chunk_sizes
-
-    xp, like, width = d._xp, d._like, d.num_vertices
-    sizes = _chunk_sizes(num_samples, chunk_size, max(1, math.prod(d.batch_shape) * width))
-    keys = random.split(rng, len(sizes), like=like)
-    accumulate = _accumulation_dtype(xp, like)
-    vertex_sizes = xp.arange(1, width + 1, dtype=xp.int64, device=_backend.device(like))
-    chunks: Any = range(len(sizes))
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc="face statistics", unit="chunk")
-    by_size = by_vertex = None
-    for i in chunks:
-        mask = faces.support(d.sample(keys[i], (sizes[i],)))
-        size = xp.sum(xp.astype(mask, xp.int64), axis=-1)
-        sizes_i = xp.sum(xp.astype(size[..., None] == vertex_sizes, accumulate), axis=0)
-        vertices_i = xp.sum(xp.astype(mask, accumulate), axis=0)
-        by_size = sizes_i if by_size is None else by_size + sizes_i
-        by_vertex = vertices_i if by_vertex is None else by_vertex + vertices_i
-    return by_size, by_vertex
-
