@@ -2,7 +2,8 @@ r"""Numba CUDA kernels: the Gaussian-Sparsemax log density per thread, and the f
 
 Imported only when a CUDA array arrives (it imports ``numba.cuda``), like
 :mod:`mixedarray._native.cuda_kernels`, whose random numbers (xoroshiro128+ seeded by
-SplitMix64, Box–Muller pairs) and serial sparsemax threshold it reuses, so a draw here is the
+SplitMix64, Box–Muller pairs, drawn through ``draw_candidates``) and serial sparsemax threshold
+it reuses, so a draw here is the
 draw the face-count kernel makes from the same seeds.  Kernels come from cached factories, one
 per (dtype, size class, number of Gauss–Hermite nodes, block size); they run unchanged in
 Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): shared memory and ``syncthreads`` only.
@@ -53,7 +54,8 @@ import numpy as np
 from numba import cuda, float64, int8, int32
 
 from mixedarray._native.cuda_kernels import (
-    _normal_pair,
+    draw_candidates,
+    keep,
     larger,
     seed_state,
     serial_sparsemax_tau,
@@ -214,21 +216,6 @@ def log_density_bit(mu_bit, s_bit, y1):
 # Draw → candidates → face → log p
 
 
-@cuda.jit(device=True)
-def keep(z, index, high, cand, where, count):
-    """Keep ``z`` (vertex ``index``) as a candidate of the support if ``z > running max − 1``.
-
-    The running maximum ``high`` only grows, so nothing that can be in the support is dropped
-    (``τ ≥ max − 1``); returns the new ``(high, count)``.
-    """
-    high = larger(high, z)
-    if z - high > -1.0:
-        cand[count] = z
-        where[count] = index
-        count += 1
-    return high, count
-
-
 @functools.cache
 def _point_log_prob(dtype: str):
     """Device function: the face and ``log p`` of ``sparsemax`` of the kept candidates."""
@@ -335,7 +322,7 @@ def entropy_kernel(dtype: str, max_k: int, num_nodes: int, threads: int):
     Nothing of size n × K exists anywhere.
     """
     value = numba.from_dtype(np.dtype(dtype))
-    pair = _normal_pair(dtype)
+    draw = draw_candidates(dtype)
     point_log_prob = _point_log_prob(dtype)
     gh_nodes, gh_log_weights = gauss_hermite_table(num_nodes)
 
@@ -384,14 +371,7 @@ def entropy_kernel(dtype: str, max_k: int, num_nodes: int, threads: int):
         total = 0.0
         squares = 0.0
         for _draw in range(first, n, stride):
-            count = 0
-            high = -math.inf
-            for i in range(0, width, 2):
-                s0, s1, e1, e2 = pair(s0, s1)
-                high, count = keep(mu_v[i] + sigma_v[i] * e1, i, high, cand, where, count)
-                if i + 1 < width:
-                    z = mu_v[i + 1] + sigma_v[i + 1] * e2
-                    high, count = keep(z, i + 1, high, cand, where, count)
+            s0, s1, count = draw(mu_v, sigma_v, width, s0, s1, cand, where)
             log_p, _k = point_log_prob(
                 cand,
                 where,

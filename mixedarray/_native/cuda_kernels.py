@@ -445,6 +445,46 @@ def _normal_pair(dtype: str):
     return pair64
 
 
+@cuda.jit(device=True)
+def keep(z, index, high, cand, where, count):
+    """Keep ``z`` (vertex ``index``) as a candidate of the support if ``z > running max − 1``.
+
+    The running maximum ``high`` only grows, so nothing that can be in the support is dropped
+    (``τ ≥ max − 1``); returns the new ``(high, count)``.
+    """
+    high = larger(high, z)
+    if z - high > -1.0:
+        cand[count] = z
+        where[count] = index
+        count += 1
+    return high, count
+
+
+@functools.cache
+def draw_candidates(dtype: str):
+    """Device function: draw ``Z = μ + σ·ε`` and keep only its support candidates.
+
+    ``(mu, sigma, width, s0, s1, cand, where) -> (s0, s1, count)``: one Box–Muller pair per two
+    vertices from the xoroshiro state ``(s0, s1)``; ``cand[:count]``, ``where[:count]`` are the
+    entries within 1 of the running maximum and their vertices (:func:`keep`).  The face-count
+    and entropy kernels draw through it, so the same seeds give the same draws in both.
+    """
+    pair = _normal_pair(dtype)
+
+    @cuda.jit(device=True)
+    def draw(mu, sigma, width, s0, s1, cand, where):
+        count = 0
+        high = -math.inf
+        for i in range(0, width, 2):
+            s0, s1, e1, e2 = pair(s0, s1)
+            high, count = keep(mu[i] + sigma[i] * e1, i, high, cand, where, count)
+            if i + 1 < width:
+                high, count = keep(mu[i + 1] + sigma[i + 1] * e2, i + 1, high, cand, where, count)
+        return s0, s1, count
+
+    return draw
+
+
 # ---------------------------------------------------------------------------------------------
 # Gaussian-Sparsemax face statistics
 
@@ -465,7 +505,7 @@ def faces_kernel(dtype: str, max_k: int, threads: int):
     block at the end.  Nothing of size n × K exists anywhere.
     """
     value = numba.from_dtype(np.dtype(dtype))
-    pair = _normal_pair(dtype)
+    draw = draw_candidates(dtype)
 
     @cuda.jit
     def kernel(loc, scale, seeds, chunk, n, tol, counts):
@@ -489,23 +529,7 @@ def faces_kernel(dtype: str, max_k: int, threads: int):
         cand = cuda.local.array(max_k, value)
         where = cuda.local.array(max_k, int32)
         for _draw in range(first, n, stride):
-            n_cand = 0
-            high = -math.inf
-            for k in range(0, width, 2):
-                s0, s1, e1, e2 = pair(s0, s1)
-                z = mu[k] + sigma[k] * e1
-                high = larger(high, z)
-                if z - high > -1.0:  # conservative: z − max ≤ z − high
-                    cand[n_cand] = z
-                    where[n_cand] = k
-                    n_cand += 1
-                if k + 1 < width:
-                    z = mu[k + 1] + sigma[k + 1] * e2
-                    high = larger(high, z)
-                    if z - high > -1.0:
-                        cand[n_cand] = z
-                        where[n_cand] = k + 1
-                        n_cand += 1
+            s0, s1, n_cand = draw(mu, sigma, width, s0, s1, cand, where)
             top = cand[0]
             for j in range(1, n_cand):
                 top = larger(top, cand[j])
