@@ -1,10 +1,9 @@
 r"""Numba CUDA kernels: the Gaussian-Sparsemax log density per thread, and the fused entropy sums.
 
 Imported only when a CUDA array arrives (it imports ``numba.cuda``), like
-:mod:`mixedarray._native.cuda_kernels`, whose random numbers (xoroshiro128+ seeded by
-SplitMix64, Box–Muller pairs, drawn through ``draw_candidates``) and serial sparsemax threshold
-it reuses, so a draw here is the
-draw the face-count kernel makes from the same seeds.  Kernels come from cached factories, one
+:mod:`mixedarray._native.cuda_kernels`, whose draws (``draw_candidates``: xoroshiro128+ seeded
+by SplitMix64, Box–Muller pairs) and serial sparsemax threshold it reuses, so a draw here is
+the draw the face-count kernel makes from the same seeds.  Kernels come from cached factories, one
 per (dtype, size class, number of Gauss–Hermite nodes, block size); they run unchanged in
 Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): shared memory and ``syncthreads`` only.
 
